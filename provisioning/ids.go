@@ -27,7 +27,7 @@ func ValidateRegistrationID(id string, max int) error {
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !isAlnum(c) && c != '-' && c != '.' && c != '_' && c != ':' {
-			return fmt.Errorf("registration ID has character %q at position %d; allowed are letters, digits and - . _ :", c, i)
+			return fmt.Errorf("registration ID has character %q at position %d; only letters, digits and the characters - . _ : are allowed", c, i)
 		}
 	}
 	if !isAlnum(id[0]) {
