@@ -1,0 +1,215 @@
+// Package bolt is the embedded single-node store: provisioning.Store on one
+// bbolt file, durable across restarts and needing no other process.
+//
+// Layout: one bucket per entry type with JSON values keyed by the lower-cased
+// ID (provisioning.RegistrationKey), plus index buckets maintained in the same
+// write transaction as the entries they index: certificate thumbprint ->
+// group and CA name, CA reference -> group, group -> registration, expiry
+// time -> operation or challenge. bbolt runs one writer at a time, so the
+// etag compare-and-set is a plain read-check-write inside the transaction.
+//
+// Etags are opaque: base64 of a store-wide sequence number that only grows,
+// so an etag is never reused, even after a delete and re-create.
+//
+// GroupsByCertificate joins at read time: the thumbprint finds groups whose
+// signing certificate has it, and CA entries whose certificate has it, whose
+// names then find the groups that reference them. Uploading, replacing or
+// deleting a CA certificate therefore takes effect without rewriting groups.
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dpsbroker/dpsbroker/provisioning"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// ErrInUse is returned by Open when another process holds the file lock.
+var ErrInUse = errors.New("data directory is in use by another dpsbroker process")
+
+// Defaults for zero Options fields.
+const (
+	DefaultTimeout   = time.Second
+	DefaultMaxEvents = 1_000_000
+
+	defaultSweepInterval = 30 * time.Second
+	defaultWatchBuffer   = 1024
+	// sweepBatch bounds one sweeper transaction so that it never holds the
+	// single bbolt writer for long.
+	sweepBatch = 5000
+	// maxKeyLen keeps keys far below bbolt's limit and refuses absurd IDs.
+	maxKeyLen = 1024
+)
+
+// Options configures Open. Zero fields take the defaults.
+type Options struct {
+	// Timeout bounds the wait for the file lock (default 1 s). bbolt would
+	// otherwise wait forever when another process has the file open.
+	Timeout time.Duration
+	// MaxEvents is how many events the log keeps; older ones are trimmed
+	// (default 1,000,000).
+	MaxEvents int
+	// Logger receives sweeper and watcher diagnostics (default: discard).
+	Logger *slog.Logger
+	// Now is the clock for timestamps and expiry (default time.Now).
+	Now func() time.Time
+
+	// Test knobs: how often expired entries are swept and how many changes
+	// a watcher may have pending before it gets ChangeAll instead.
+	sweepInterval time.Duration
+	watchBuffer   int
+}
+
+// Store is provisioning.Store on a bbolt file. It is safe for concurrent
+// use. Close releases the file.
+type Store struct {
+	db        *bolt.DB
+	log       *slog.Logger
+	now       func() time.Time
+	maxEvents uint64
+
+	watch watchers
+
+	// groupMu guards the shared ListEnrollmentGroups snapshot. groupGen
+	// counts committed group writes, so that a snapshot built from a read
+	// transaction that raced a write is not kept.
+	groupMu  sync.Mutex
+	groupGen uint64
+	groups   []*provisioning.EnrollmentGroup
+	groupsOK bool
+
+	stop      context.CancelFunc
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ provisioning.Store = (*Store)(nil)
+
+// Bucket names.
+var (
+	bucketMeta          = []byte("meta")
+	bucketEnrollments   = []byte("enrollments")
+	bucketGroups        = []byte("groups")
+	bucketGroupThumbs   = []byte("group_thumbprints") // thumbprint|group
+	bucketGroupCARefs   = []byte("group_ca_refs")     // len|ca name|group
+	bucketCAs           = []byte("ca_certificates")
+	bucketCAThumbs      = []byte("ca_thumbprints") // thumbprint|ca name
+	bucketRegistrations = []byte("registrations")
+	bucketRegByGroup    = []byte("registrations_by_group") // len|group|registration
+	bucketOperations    = []byte("operations")
+	bucketChallenges    = []byte("challenges")
+	bucketExpiry        = []byte("expiry") // unix nanos|kind|key
+	bucketEvents        = []byte("events") // big-endian sequence
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketEnrollments, bucketGroups, bucketGroupThumbs, bucketGroupCARefs,
+		bucketCAs, bucketCAThumbs, bucketRegistrations, bucketRegByGroup,
+		bucketOperations, bucketChallenges, bucketExpiry, bucketEvents,
+	}
+)
+
+// Open opens or creates the store file at path. It fails with ErrInUse
+// when another process holds the file for longer than opts.Timeout.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.MaxEvents <= 0 {
+		opts.MaxEvents = DefaultMaxEvents
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.sweepInterval <= 0 {
+		opts.sweepInterval = defaultSweepInterval
+	}
+	if opts.watchBuffer <= 0 {
+		opts.watchBuffer = defaultWatchBuffer
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w (file lock not acquired within %v)", path, ErrInUse, opts.Timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Store{
+		db:        db,
+		log:       opts.Logger,
+		now:       opts.Now,
+		maxEvents: uint64(opts.MaxEvents),
+		stop:      stop,
+	}
+	s.watch.init(ctx, opts.watchBuffer, opts.Logger)
+	s.done.Go(func() { s.sweepLoop(ctx, opts.sweepInterval) })
+	return s, nil
+}
+
+// Close stops the sweeper, ends every watch and closes the file.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.stop()
+		s.done.Wait()
+		s.watch.wait()
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// update runs fn in a write transaction. Errors from fn pass through
+// unchanged; failures of bbolt itself (closed database, I/O on commit)
+// wrap provisioning.ErrStoreUnavailable so that callers fail closed.
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var fnErr error
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fnErr = fn(tx)
+		return fnErr
+	})
+	return s.classify(err, fnErr)
+}
+
+// view runs fn in a read transaction, with the error rules of update.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var fnErr error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		fnErr = fn(tx)
+		return fnErr
+	})
+	return s.classify(err, fnErr)
+}
+
+func (s *Store) classify(err, fnErr error) error {
+	if err == nil || (fnErr != nil && err == fnErr) {
+		return err
+	}
+	return fmt.Errorf("%w: bolt: %w", provisioning.ErrStoreUnavailable, err)
+}
