@@ -111,7 +111,7 @@ func ValidateHostName(s string) error {
 		}
 		for j := 0; j < len(label); j++ {
 			if c := label[j]; !isAlnum(c) && c != '-' {
-				return fmt.Errorf("host name %q has character %q; allowed are letters, digits, - and .", s, c)
+				return fmt.Errorf("host name %q has character %q (allowed: letters, digits, '-', '.')", s, c)
 			}
 		}
 	}
