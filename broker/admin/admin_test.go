@@ -197,11 +197,16 @@ func TestPutRejects(t *testing.T) {
 		msgHas     []string
 		infoFields []string
 	}{
-		{"malformed JSON", "/enrollments/dev-1", raw(`{"registrationId":`), 400, admin.ErrorCodeInvalidBody, []string{"truncated"}, nil},
-		{"syntax error", "/enrollments/dev-1", raw(`{"registrationId" "x"}`), 400, admin.ErrorCodeInvalidBody, []string{"not valid JSON"}, nil},
-		{"wrong type", "/enrollments/dev-1", raw(`{"registrationId":5}`), 400, admin.ErrorCodeInvalidBody, []string{"registrationId"}, nil},
+		{"malformed JSON", "/enrollments/dev-1", raw(`{"registrationId":`), 400, admin.ErrorCodeInvalidBody, []string{"malformed JSON"}, nil},
+		{"syntax error", "/enrollments/dev-1", raw(`{"registrationId" "x"}`), 400, admin.ErrorCodeInvalidBody, []string{"malformed JSON"}, nil},
+		{"wrong type", "/enrollments/dev-1", raw(`{"registrationId":5}`), 400, admin.ErrorCodeValidation, []string{"registrationId"}, []string{"registrationId"}},
+		{"unknown field", "/enrollments/dev-1", raw(`{"registrationId":"dev-1","attestation":{"type":"x509"},"registrationID2":1}`), 400, admin.ErrorCodeValidation,
+			[]string{"registrationID2"}, []string{"registrationID2"}},
+		{"not an object", "/enrollments/dev-1", raw(`[1]`), 400, admin.ErrorCodeInvalidBody, []string{"object"}, nil},
 		{"empty body", "/enrollments/dev-1", nil, 400, admin.ErrorCodeInvalidBody, []string{"empty"}, nil},
 		{"trailing data", "/enrollments/dev-1", raw(`{"registrationId":"dev-1"} {}`), 400, admin.ErrorCodeInvalidBody, []string{"after"}, nil},
+		{"group malformed", "/enrollmentGroups/g1", raw(`{`), 400, admin.ErrorCodeInvalidBody, []string{"malformed"}, nil},
+		{"CA malformed", "/certificates/ca1", raw(`{"certificate":1}`), 400, admin.ErrorCodeValidation, []string{"certificate"}, []string{"certificate"}},
 		{"id mismatch", "/enrollments/dev-2", x509Enrollment("dev-1", leaf), 400, admin.ErrorCodeIDMismatch, []string{"dev-1", "dev-2"}, nil},
 		{"PEM that does not parse", "/enrollments/dev-1", notPEM, 400, admin.ErrorCodeValidation, []string{"attestation.x509.clientCertificates.primary.certificate"},
 			[]string{"attestation.x509.clientCertificates.primary.certificate"}},

@@ -50,9 +50,9 @@ func (h *handler) listCertificates(w http.ResponseWriter, r *http.Request) error
 // drops any pending verification code.
 func (h *handler) putCertificate(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	var c provisioning.CACertificate
-	if err := decodeJSON(r, &c, false); err != nil {
-		return err
+	c, err := decodeEntity(r, provisioning.DecodeCACertificate)
+	if err != nil {
+		return toAPIError(err, kindCA, name)
 	}
 	switch {
 	case c.Name == "":
@@ -69,7 +69,7 @@ func (h *handler) putCertificate(w http.ResponseWriter, r *http.Request) error {
 	if err := c.FillInfo(); err != nil {
 		return toAPIError(err, kindCA, name) // Validate parsed it already
 	}
-	out, err := h.store.PutCACertificate(r.Context(), &c, ifMatch(r))
+	out, err := h.store.PutCACertificate(r.Context(), c, ifMatch(r))
 	if err != nil {
 		return toAPIError(err, kindCA, name)
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,21 @@ func decodeJSON(r *http.Request, v any, allowEmpty bool) error {
 	default:
 		return badRequest(ErrorCodeInvalidBody, "request body has data after the JSON value")
 	}
+}
+
+// decodeEntity reads the body and decodes it with one of the domain's
+// strict decoders, which report unknown fields, wrong types and malformed
+// JSON as a *provisioning.ValidationError. The body is read here first so
+// that a body over the limit answers 413.
+func decodeEntity[T any](r *http.Request, decode func(io.Reader) (*T, error)) (*T, error) {
+	var b []byte
+	if r.Body != nil {
+		var err error
+		if b, err = io.ReadAll(r.Body); err != nil {
+			return nil, bodyError(err)
+		}
+	}
+	return decode(bytes.NewReader(b))
 }
 
 // bodyError explains a decoding failure without quoting the input (it may

@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,14 +30,14 @@ func (h *handler) getEnrollment(w http.ResponseWriter, r *http.Request) error {
 
 func (h *handler) putEnrollment(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("registrationId")
-	var e provisioning.IndividualEnrollment
-	if err := decodeJSON(r, &e, false); err != nil {
-		return err
+	e, err := decodeEntity(r, provisioning.DecodeEnrollment)
+	if err != nil {
+		return toAPIError(err, kindEnrollment, id)
 	}
 	if !strings.EqualFold(e.RegistrationID, id) {
 		return badRequest(ErrorCodeIDMismatch, "registrationId %q in the body differs from %q in the path", e.RegistrationID, id)
 	}
-	out, err := h.writeEnrollment(r.Context(), &e, ifMatch(r))
+	out, err := h.writeEnrollment(r.Context(), e, ifMatch(r))
 	if err != nil {
 		return toAPIError(err, kindEnrollment, id)
 	}
@@ -152,9 +154,11 @@ const (
 	bulkDelete            = "delete"
 )
 
+// bulkEnrollmentRequest keeps items raw: each is decoded strictly on its
+// own, so that one bad item fails alone.
 type bulkEnrollmentRequest struct {
-	Mode        string                               `json:"mode"`
-	Enrollments []*provisioning.IndividualEnrollment `json:"enrollments"`
+	Mode        string            `json:"mode"`
+	Enrollments []json.RawMessage `json:"enrollments"`
 }
 
 type bulkEnrollmentResult struct {
@@ -236,9 +240,17 @@ func (h *handler) bulkEnrollments(w http.ResponseWriter, r *http.Request) error 
 	}
 	res := bulkEnrollmentResult{IsSuccessful: true, Errors: []bulkEnrollmentError{}}
 	seen := map[string]bool{}
-	for _, e := range req.Enrollments {
-		if e == nil {
-			e = &provisioning.IndividualEnrollment{}
+	for _, item := range req.Enrollments {
+		e, err := provisioning.DecodeEnrollment(bytes.NewReader(item))
+		if err != nil {
+			var id struct {
+				RegistrationID string `json:"registrationId"`
+			}
+			_ = json.Unmarshal(item, &id) // best effort, to name the item
+			ae := toAPIError(err, kindEnrollment, id.RegistrationID)
+			res.IsSuccessful = false
+			res.Errors = append(res.Errors, bulkEnrollmentError{RegistrationID: id.RegistrationID, ErrorCode: ae.code, ErrorStatus: ae.msg})
+			continue
 		}
 		ae := bulkItem(kindEnrollment, req.Mode, e.RegistrationID, e.ETag, seen,
 			func() error { _, err := h.store.GetEnrollment(r.Context(), e.RegistrationID); return err },

@@ -114,17 +114,25 @@ func toAPIError(err error, k kind, id string) *apiError {
 }
 
 // validationError lists every problem in the message and maps each field to
-// its problems in info.
+// its problems in info. Problems of the body as a whole (malformed JSON,
+// empty) have no field and answer ErrorCodeInvalidBody.
 func validationError(ve *provisioning.ValidationError) *apiError {
 	info := make(map[string]string, len(ve.Problems))
 	parts := make([]string, 0, len(ve.Problems))
 	for _, p := range ve.Problems {
+		if p.Field == "" {
+			parts = append(parts, p.Message)
+			continue
+		}
 		parts = append(parts, p.Error())
 		if prev, ok := info[p.Field]; ok {
 			info[p.Field] = prev + "; " + p.Message
 		} else {
 			info[p.Field] = p.Message
 		}
+	}
+	if len(info) == 0 {
+		return &apiError{status: http.StatusBadRequest, code: ErrorCodeInvalidBody, msg: strings.Join(parts, "; ")}
 	}
 	return &apiError{status: http.StatusBadRequest, code: ErrorCodeValidation, msg: "invalid: " + strings.Join(parts, "; "), info: info}
 }

@@ -296,6 +296,15 @@ func TestBulkEnrollments(t *testing.T) {
 	if res.IsSuccessful || len(res.Errors) != 2 || res.Errors[0].ErrorCode != admin.ErrorCodeValidation || res.Errors[1].ErrorCode != admin.ErrorCodeBadBulk {
 		t.Fatalf("update with bad items: %+v", res)
 	}
+	// An item that does not decode fails alone, named when possible.
+	var mixed bulkResult
+	call(t, s, "POST", "/enrollments", raw(`{"mode":"update","enrollments":[{"registrationId":"b7","unknown":1},7,`+
+		`{"registrationId":"b8","attestation":{"type":"symmetricKey","symmetricKey":{}}}]}`)).want(t, http.StatusOK).into(t, &mixed)
+	if mixed.IsSuccessful || len(mixed.Errors) != 2 || mixed.Errors[0].RegistrationID != "b7" || mixed.Errors[0].ErrorCode != admin.ErrorCodeValidation ||
+		mixed.Errors[1].ErrorCode != admin.ErrorCodeInvalidBody {
+		t.Fatalf("bulk with undecodable items: %+v", mixed)
+	}
+	call(t, s, "GET", "/enrollments/b8", nil).want(t, http.StatusOK)
 
 	var b1 provisioning.IndividualEnrollment
 	call(t, s, "GET", "/enrollments/b1", nil).want(t, http.StatusOK).into(t, &b1)

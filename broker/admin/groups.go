@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,14 +25,14 @@ func (h *handler) getGroup(w http.ResponseWriter, r *http.Request) error {
 
 func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("enrollmentGroupId")
-	var g provisioning.EnrollmentGroup
-	if err := decodeJSON(r, &g, false); err != nil {
-		return err
+	g, err := decodeEntity(r, provisioning.DecodeEnrollmentGroup)
+	if err != nil {
+		return toAPIError(err, kindGroup, id)
 	}
 	if !strings.EqualFold(g.EnrollmentGroupID, id) {
 		return badRequest(ErrorCodeIDMismatch, "enrollmentGroupId %q in the body differs from %q in the path", g.EnrollmentGroupID, id)
 	}
-	out, err := h.writeGroup(r.Context(), &g, ifMatch(r))
+	out, err := h.writeGroup(r.Context(), g, ifMatch(r))
 	if err != nil {
 		return toAPIError(err, kindGroup, id)
 	}
@@ -157,8 +158,8 @@ func cloneGroup(g *provisioning.EnrollmentGroup) (*provisioning.EnrollmentGroup,
 }
 
 type bulkGroupRequest struct {
-	Mode             string                          `json:"mode"`
-	EnrollmentGroups []*provisioning.EnrollmentGroup `json:"enrollmentGroups"`
+	Mode             string            `json:"mode"`
+	EnrollmentGroups []json.RawMessage `json:"enrollmentGroups"`
 }
 
 type bulkGroupResult struct {
@@ -182,9 +183,17 @@ func (h *handler) bulkGroups(w http.ResponseWriter, r *http.Request) error {
 	}
 	res := bulkGroupResult{IsSuccessful: true, Errors: []bulkGroupError{}}
 	seen := map[string]bool{}
-	for _, g := range req.EnrollmentGroups {
-		if g == nil {
-			g = &provisioning.EnrollmentGroup{}
+	for _, item := range req.EnrollmentGroups {
+		g, err := provisioning.DecodeEnrollmentGroup(bytes.NewReader(item))
+		if err != nil {
+			var id struct {
+				EnrollmentGroupID string `json:"enrollmentGroupId"`
+			}
+			_ = json.Unmarshal(item, &id) // best effort, to name the item
+			ae := toAPIError(err, kindGroup, id.EnrollmentGroupID)
+			res.IsSuccessful = false
+			res.Errors = append(res.Errors, bulkGroupError{EnrollmentGroupID: id.EnrollmentGroupID, ErrorCode: ae.code, ErrorStatus: ae.msg})
+			continue
 		}
 		ae := bulkItem(kindGroup, req.Mode, g.EnrollmentGroupID, g.ETag, seen,
 			func() error { _, err := h.store.GetEnrollmentGroup(r.Context(), g.EnrollmentGroupID); return err },
