@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
-	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
 
 // Enrollments is what the decision reads. provisioning.Store satisfies it.
@@ -77,6 +76,7 @@ type Evaluator struct {
 	links  *pairSet // (child, parent): parent's key verified child's signature
 	nameOK *pairSet // (leaf, anchor): leaf.Verify passed name constraints
 	parse  *parseCache
+	names  nameCache
 	groups atomic.Pointer[groupIndex]
 }
 
@@ -128,10 +128,11 @@ func (e *Evaluator) Decide(ctx context.Context, chain []*x509.Certificate) (*Dec
 		return (&Decision{}).refuse(ReasonMalformed, "no client certificate was presented"), nil
 	}
 	leaf := chain[0]
+	leafHash := sha256.Sum256(leaf.Raw)
 	d := &Decision{
 		RegistrationID: leaf.Subject.CommonName,
 		DeviceID:       leaf.Subject.CommonName,
-		Certificate:    wire.CertificateInfo(leaf),
+		Certificate:    e.leafInfo(leaf, leafHash),
 	}
 	if len(chain) > e.maxChain {
 		return d.refuse(ReasonChainTooLong, fmt.Sprintf("%d certificates presented, the limit is %d", len(chain), e.maxChain)), nil
@@ -148,7 +149,6 @@ func (e *Evaluator) Decide(ctx context.Context, chain []*x509.Certificate) (*Dec
 	if r, why := e.checkLeaf(leaf, now); r != "" {
 		return d.refuse(r, why), nil
 	}
-	leafHash := sha256.Sum256(leaf.Raw)
 	cn := leaf.Subject.CommonName
 
 	// 1. The individual enrollment, if there is one, decides alone.
@@ -252,14 +252,14 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 			d.Group = g
 			d.SigningCertificate = pc.info
 			if !g.Enabled() {
-				return d.refuse(ReasonGroupDisabled, fmt.Sprintf("enrollment group %q is disabled; it references %s (%s), the first enrolled certificate above %q", g.EnrollmentGroupID, parent.Subject, pc.info.SHA256Thumbprint, d.RegistrationID))
+				return d.refuse(ReasonGroupDisabled, fmt.Sprintf("enrollment group %q is disabled; it references %s (%s), the first enrolled certificate above %q", g.EnrollmentGroupID, pc.info.SubjectName, pc.info.SHA256Thumbprint, d.RegistrationID))
 			}
 			if constrained {
 				if why := e.checkNameConstraints(path, leafHash, parentHash, now); why != "" {
 					return d.refuse(ReasonNameConstraints, why)
 				}
 			}
-			return d.provision(fmt.Sprintf("enrollment group %q is enabled and references %s (%s), the first enrolled certificate above %q", g.EnrollmentGroupID, parent.Subject, pc.info.SHA256Thumbprint, d.RegistrationID))
+			return d.provision(fmt.Sprintf("enrollment group %q is enabled and references %s (%s), the first enrolled certificate above %q", g.EnrollmentGroupID, pc.info.SubjectName, pc.info.SHA256Thumbprint, d.RegistrationID))
 		}
 		if selfIssued(parent) {
 			return d.refuse(ReasonNoEnrollment, fmt.Sprintf("no enrollment for %q: its chain ends at root %q and no group references any certificate of it", d.RegistrationID, parent.Subject))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
+	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 	"github.com/dpsbroker/dpsbroker/provisioning/x509attest"
 )
 
@@ -501,4 +502,16 @@ func TestConcurrentDecisions(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestCertificateInfoMatchesWire: the decision's own rendering of the leaf
+// description must equal the shared one.
+func TestCertificateInfoMatchesWire(t *testing.T) {
+	root := pkitest.NewRoot(t)
+	for _, l := range []*pkitest.Leaf{root.Intermediate(t, "A").Leaf(t, "device-1"), pkitest.SelfSigned(t, "self-1")} {
+		d := decide(t, x509attest.New(newFake(), x509attest.Options{}), l.Chain)
+		if got, want := *d.Certificate, *wire.CertificateInfo(l.Cert); got != want {
+			t.Fatalf("info\n got %+v\nwant %+v", got, want)
+		}
+	}
 }
