@@ -70,6 +70,7 @@ func TestRoutingErrors(t *testing.T) {
 		{"GET", "/registrations/g1/query", http.StatusMethodNotAllowed, admin.ErrorCodeMethodNotAllowed, "POST"},
 		{"POST", "/certificates", http.StatusMethodNotAllowed, admin.ErrorCodeMethodNotAllowed, "GET"},
 		{"GET", "/certificates/ca1/verify", http.StatusMethodNotAllowed, admin.ErrorCodeMethodNotAllowed, "POST"},
+		{"GET", "/enrollments/dev-1/attestationmechanism", http.StatusMethodNotAllowed, admin.ErrorCodeMethodNotAllowed, "POST"},
 		{"GET", "/certificates/ca1/generateVerificationCode", http.StatusMethodNotAllowed, admin.ErrorCodeMethodNotAllowed, "POST"},
 	}
 	for _, tt := range tests {
@@ -155,6 +156,13 @@ func TestSymmetricKeysGenerated(t *testing.T) {
 			t.Fatalf("generated key %q: %d bytes, %v", key, len(b), err)
 		}
 	}
+	var att provisioning.AttestationMechanism
+	call(t, s, "POST", "/enrollments/sym-1/attestationmechanism", nil).want(t, http.StatusOK).into(t, &att)
+	if att.SymmetricKey == nil || att.SymmetricKey.PrimaryKey != k.PrimaryKey {
+		t.Fatalf("attestationmechanism: %+v", att)
+	}
+	call(t, s, "POST", "/enrollments/nope/attestationmechanism", nil).apiErr(t, http.StatusNotFound, admin.ErrorCodeEnrollmentNotFound)
+	call(t, s, "POST", "/enrollmentGroups/nope/attestationmechanism", nil).apiErr(t, http.StatusNotFound, admin.ErrorCodeEnrollmentGroupNotFound)
 	if k.PrimaryKey == k.SecondaryKey {
 		t.Fatal("primary and secondary keys are equal")
 	}
@@ -170,6 +178,10 @@ func TestSymmetricKeysGenerated(t *testing.T) {
 	call(t, s, "PUT", "/enrollmentGroups/symg", grp).want(t, http.StatusOK).into(t, &g)
 	if g.Attestation.SymmetricKey == nil || g.Attestation.SymmetricKey.PrimaryKey == "" {
 		t.Fatalf("group keys not generated: %+v", g.Attestation)
+	}
+	call(t, s, "POST", "/enrollmentGroups/symg/attestationmechanism", nil).want(t, http.StatusOK).into(t, &att)
+	if att.SymmetricKey == nil || att.SymmetricKey.PrimaryKey != g.Attestation.SymmetricKey.PrimaryKey {
+		t.Fatalf("group attestationmechanism: %+v", att)
 	}
 	// Keys never reach the log.
 	if logs := s.Logs(); strings.Contains(logs, k.PrimaryKey) || strings.Contains(logs, admintest.Token) {

@@ -28,6 +28,19 @@ func (h *handler) getEnrollment(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// enrollmentAttestation returns the attestation with its keys (DPS
+// attestationmechanism).
+func (h *handler) enrollmentAttestation(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("registrationId")
+	e, err := h.store.GetEnrollment(r.Context(), id)
+	if err != nil {
+		return toAPIError(err, kindEnrollment, id)
+	}
+	e.FillInfo()
+	writeJSON(w, http.StatusOK, e.Attestation, "")
+	return nil
+}
+
 func (h *handler) putEnrollment(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("registrationId")
 	e, err := decodeEntity(r, provisioning.DecodeEnrollment)

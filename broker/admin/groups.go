@@ -23,6 +23,18 @@ func (h *handler) getGroup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// groupAttestation returns the group's attestation with its keys.
+func (h *handler) groupAttestation(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("enrollmentGroupId")
+	g, err := h.store.GetEnrollmentGroup(r.Context(), id)
+	if err != nil {
+		return toAPIError(err, kindGroup, id)
+	}
+	g.FillInfo()
+	writeJSON(w, http.StatusOK, g.Attestation, "")
+	return nil
+}
+
 func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("enrollmentGroupId")
 	g, err := decodeEntity(r, provisioning.DecodeEnrollmentGroup)
