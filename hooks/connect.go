@@ -93,6 +93,10 @@ func (h *DPS) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	chain := PeerCertificates(cl.Net.Conn)
 	username := string(pk.Connect.Username)
+	// mochi publishes a will without any ACL check, so a will would let a
+	// client publish anywhere, events included. DPS does not use wills;
+	// they are dropped.
+	cl.Properties.Will = mqtt.Will{}
 
 	if h.isServiceCert(chain) || (username == ServiceUsername && h.validToken(pk.Connect.Password)) {
 		h.sessions.add(cl, &session{kind: kindService})
@@ -172,22 +176,19 @@ const reasonCNMismatch x509attest.Reason = "registrationIdMismatch"
 
 // refuseDevice refuses a device that failed the identity checks before the
 // X.509 decision. A refusal event is recorded when the client presented a
-// certificate or a registration ID, so that owners see their devices fail;
-// anonymous garbage is only logged.
+// certificate, so that owners see their devices fail; clients without one
+// are only logged, so that anonymous clients cannot flood the event log.
 func (h *DPS) refuseDevice(cl *mqtt.Client, chain []*x509.Certificate, regID, explanation, short string) error {
 	h.log.Info("device connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", explanation)
-	if len(chain) > 0 || regID != "" {
+	if len(chain) > 0 {
 		d := &x509attest.Decision{
 			RegistrationID: regID,
 			Reason:         "badIdentity",
 			ErrorCode:      wire.ErrorCodeUnauthorized,
 			Explanation:    explanation,
 		}
-		if len(chain) > 0 {
-			d.Certificate = wire.CertificateInfo(chain[0])
-			if d.RegistrationID == "" {
-				d.RegistrationID = chain[0].Subject.CommonName
-			}
+		if d.RegistrationID == "" {
+			d.RegistrationID = chain[0].Subject.CommonName
 		}
 		h.refused(d.RegistrationID, d)
 	}

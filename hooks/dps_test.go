@@ -472,14 +472,17 @@ func TestPubackBeforeResponse(t *testing.T) {
 	}
 }
 
-func TestQoS0(t *testing.T) {
+func TestRequestQoS(t *testing.T) {
 	e := newEnv(t)
 	e.putGroup("group-a", e.interA, provisioning.StatusEnabled)
-	// QoS 0 requests are answered (C and Java SDKs publish at QoS 0).
+	// QoS 0 requests are answered (C and Java SDKs publish at QoS 0), and
+	// so are QoS 2 ones.
 	v5 := e.deviceV5(e.interA.Leaf(t, "dev-q5"))
 	v3 := e.deviceV3(e.interA.Leaf(t, "dev-q3"))
-	provision(t, v5, "dev-q5", 0)
-	provision(t, v3, "dev-q3", 0)
+	for _, qos := range []byte{0, 2} {
+		provision(t, v5, "dev-q5", qos)
+		provision(t, v3, "dev-q3", qos)
+	}
 	// A QoS 0 subscription gets QoS 0 responses; QoS 2 is granted as 1.
 	leaf := e.interA.Leaf(t, "dev-q0")
 	d, _, err := e.dialV5(leaf, "dev-q0", username("dev-q0"))
@@ -622,5 +625,40 @@ func TestNewValidates(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{})
 	if _, err := hooks.New(srv, hooks.Options{IDScope: "x"}); err == nil {
 		t.Fatal("New without a decider, registrar or inline client: want an error")
+	}
+}
+
+func TestWillIsDropped(t *testing.T) {
+	e := newEnv(t)
+	e.putGroup("group-a", e.interA, provisioning.StatusEnabled)
+	svc, _, err := e.dialV5(e.svcCA.Leaf(t, "backend"), "backend", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.subscribe(hooks.EventFilter, 1)
+	// mochi publishes wills without an ACL check: a device must not be
+	// able to forge an event that way.
+	leaf := e.interA.Leaf(t, "dev-will")
+	d, _, err := e.dialV5(leaf, "dev-will", username("dev-will"), func(c *paho.Connect) {
+		c.WillMessage = &paho.WillMessage{Topic: hooks.EventTopicPrefix + "assigned/dev-forged", QoS: 1, Retain: true, Payload: []byte(`{"type":"assigned"}`)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = d.trace.Conn.Close() // abrupt: the will would be sent now
+	select {
+	case m := <-svc.msgs:
+		t.Fatalf("service received %s %s", m.topic, m.body)
+	case <-time.After(quiet):
+	}
+	late, _, err := e.dialV5(e.svcCA.Leaf(t, "backend-late"), "backend-late", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late.subscribe(hooks.EventFilter, 1)
+	select {
+	case m := <-late.msgs:
+		t.Fatalf("late service received a retained %s", m.topic)
+	case <-time.After(quiet):
 	}
 }
