@@ -161,7 +161,11 @@ func connect(ctx context.Context, s *settings, log *slog.Logger) (*session, erro
 		}
 		return nil, fmt.Errorf("device: subscribe %s: %w", wire.ResponseFilter, sess.cause(ctx, err))
 	}
-	log.Debug("subscribed", "granted_qos", sa.Reasons)
+	granted := make([]int, len(sa.Reasons))
+	for i, q := range sa.Reasons {
+		granted[i] = int(q)
+	}
+	log.Debug("subscribed", "granted_qos", granted)
 	return sess, nil
 }
 
