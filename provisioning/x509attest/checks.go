@@ -54,7 +54,7 @@ func (e *Evaluator) checkLeaf(leaf *x509.Certificate, now time.Time) (Reason, st
 // depth of the chain (the leaf is 0, its issuer 1). The constraint checks
 // are repeated on every decision (they are cheap and depend on the clock
 // and the position); only the signature verification is cached.
-func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, parent *x509.Certificate, parentHash [32]byte, depth int, now time.Time) (Reason, string) {
+func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, parent *x509.Certificate, parentHash [32]byte, depth int, now time.Time, budget *int) (Reason, string) {
 	if r, why := e.checkValidity(parent, "CA certificate", now); r != "" {
 		return r, why
 	}
@@ -86,6 +86,10 @@ func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, paren
 	if e.links.has(k) {
 		return "", ""
 	}
+	if *budget <= 0 {
+		return ReasonChainTooLong, fmt.Sprintf("gave up on %q: too many candidate issuers to check", child.Subject)
+	}
+	*budget--
 	if err := child.CheckSignatureFrom(parent); err != nil {
 		return ReasonBadSignature, fmt.Sprintf("certificate %q is not signed by the key of %q: %v", child.Subject, parent.Subject, err)
 	}

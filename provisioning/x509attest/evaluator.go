@@ -74,7 +74,7 @@ type Evaluator struct {
 	log      *slog.Logger
 
 	links  *pairSet // (child, parent): parent's key verified child's signature
-	nameOK *pairSet // (leaf, anchor): leaf.Verify passed name constraints
+	nameOK *pairSet // (leaf, digest of the path above it): name constraints passed
 	parse  *parseCache
 	names  nameCache
 	groups atomic.Pointer[groupIndex]
@@ -161,6 +161,9 @@ func (e *Evaluator) Decide(ctx context.Context, chain []*x509.Certificate) (*Dec
 	}
 
 	// 2. Otherwise the first group found walking up the verified chain.
+	if selfIssued(leaf) {
+		return d.refuse(ReasonSelfSignedLeaf, fmt.Sprintf("certificate %s is self-signed and no individual enrollment %q holds it", d.Certificate.SHA256Thumbprint, cn)), nil
+	}
 	groups, err := e.src.ListEnrollmentGroups(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("x509attest: list enrollment groups: %w", err)
@@ -169,9 +172,6 @@ func (e *Evaluator) Decide(ctx context.Context, chain []*x509.Certificate) (*Dec
 	extra, err := e.resolveCARefs(ctx, ix)
 	if err != nil {
 		return nil, err
-	}
-	if selfIssued(leaf) {
-		return d.refuse(ReasonSelfSignedLeaf, fmt.Sprintf("certificate %s is self-signed and no individual enrollment %q holds it", d.Certificate.SHA256Thumbprint, cn)), nil
 	}
 	return e.walk(d, chain, leafHash, ix, extra, now), nil
 }
@@ -231,12 +231,15 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 	path := append(pathBuf[:0], chain[0])
 	hashes := append(hashBuf[:0], leafHash)
 	constrained := false
+	// Uncached signature checks this decision may spend. An honest chain
+	// needs one per link; the slack covers a renewed CA under the same name.
+	budget := 2 * e.maxChain
 	for {
 		cur, curHash := path[len(path)-1], hashes[len(hashes)-1]
 		if len(path) > e.maxChain {
 			return d.refuse(ReasonChainTooLong, fmt.Sprintf("no enrolled certificate within %d certificates above %q", e.maxChain, d.RegistrationID))
 		}
-		parent, parentHash, r, why := e.findParent(cur, curHash, len(path), chain[1:], ix, extra, hashes, now)
+		parent, parentHash, r, why := e.findParent(cur, curHash, len(path), chain[1:], ix, extra, hashes, now, &budget)
 		if parent == nil {
 			if r != "" {
 				return d.refuse(r, why)
@@ -255,7 +258,7 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 				return d.refuse(ReasonGroupDisabled, fmt.Sprintf("enrollment group %q is disabled; it references %s (%s), the first enrolled certificate above %q", g.EnrollmentGroupID, pc.info.SubjectName, pc.info.SHA256Thumbprint, d.RegistrationID))
 			}
 			if constrained {
-				if why := e.checkNameConstraints(path, leafHash, parentHash, now); why != "" {
+				if why := e.checkNameConstraints(path, hashes, now); why != "" {
 					return d.refuse(ReasonNameConstraints, why)
 				}
 			}
@@ -271,7 +274,7 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 // presented intermediates first, then enrolled certificates. When
 // candidates exist but none verifies, it returns the first failure.
 func (e *Evaluator) findParent(cur *x509.Certificate, curHash [32]byte, depth int, presented []*x509.Certificate,
-	ix *groupIndex, extra []*anchor, seen [][32]byte, now time.Time,
+	ix *groupIndex, extra []*anchor, seen [][32]byte, now time.Time, budget *int,
 ) (parent *x509.Certificate, parentHash [32]byte, r Reason, why string) {
 	try := func(c *x509.Certificate, h [32]byte) bool {
 		for _, s := range seen {
@@ -279,7 +282,7 @@ func (e *Evaluator) findParent(cur *x509.Certificate, curHash [32]byte, depth in
 				return false // a loop of cross-signed certificates
 			}
 		}
-		lr, lwhy := e.checkLink(cur, curHash, c, h, depth, now)
+		lr, lwhy := e.checkLink(cur, curHash, c, h, depth, now, budget)
 		if lr == "" {
 			parent, parentHash = c, h
 			return true
@@ -313,9 +316,14 @@ func (e *Evaluator) findParent(cur *x509.Certificate, curHash [32]byte, depth in
 // checkNameConstraints runs the standard library verifier over exactly the
 // built chain when a CA in it has name constraints: they are intricate
 // enough that reimplementing them is the larger risk. A pass is cached per
-// (leaf, anchor).
-func (e *Evaluator) checkNameConstraints(path []*x509.Certificate, leafHash, anchorHash [32]byte, now time.Time) string {
-	k := pairKey{child: leafHash, parent: anchorHash}
+// (leaf, exact path above it).
+func (e *Evaluator) checkNameConstraints(path []*x509.Certificate, hashes [][32]byte, now time.Time) string {
+	h := sha256.New()
+	for _, x := range hashes[1:] {
+		h.Write(x[:])
+	}
+	k := pairKey{child: hashes[0]}
+	h.Sum(k.parent[:0])
 	if e.nameOK.has(k) {
 		return ""
 	}

@@ -3,6 +3,7 @@ package x509attest_test
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"os"
 	"path/filepath"
@@ -514,4 +515,19 @@ func TestCertificateInfoMatchesWire(t *testing.T) {
 			t.Fatalf("info\n got %+v\nwant %+v", got, want)
 		}
 	}
+}
+
+// TestCrossSignedLoop: two CAs that certify each other must not send the
+// chain builder round in circles.
+func TestCrossSignedLoop(t *testing.T) {
+	x := pkitest.NewRoot(t, pkitest.Subject(pkix.Name{CommonName: "X"}))
+	y := x.Intermediate(t, "Y")                               // Y <- X
+	xByY := y.Intermediate(t, "X", pkitest.WithSigner(x.Key)) // X <- Y, same key as X
+	leaf := x.Leaf(t, "device-1")                             // issuer X
+	chain := []*x509.Certificate{leaf.Cert, xByY.Cert, y.Cert}
+	e := x509attest.New(newFake().putGroup(x509Group("elsewhere", pkitest.NewRoot(t).Cert, true)), x509attest.Options{})
+	want(t, decide(t, e, chain), x509attest.ReasonNoEnrollment)
+	// Enrolling Y admits the device through the cross-signed X.
+	e = x509attest.New(newFake().putGroup(x509Group("y", y.Cert, true)), x509attest.Options{})
+	want(t, decide(t, e, chain), "")
 }
