@@ -79,7 +79,9 @@ type Options struct {
 	// it.
 	Client redis.UniversalClient
 	// CacheSize bounds each part of the in-process cache (entries).
-	// 0 means DefaultCacheSize, negative disables caching.
+	// 0 means DefaultCacheSize; negative disables the per-entry caches
+	// (every Get goes to Redis) but keeps the ListEnrollmentGroups
+	// snapshot, which is part of that method's contract.
 	CacheSize int
 	// MaxEvents is the approximate length the event stream is trimmed to.
 	// 0 means DefaultMaxEvents.
