@@ -3,9 +3,11 @@ package hooks_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/dpsbroker/dpsbroker/hooks"
 	"github.com/dpsbroker/dpsbroker/provisioning"
@@ -661,4 +664,53 @@ func TestWillIsDropped(t *testing.T) {
 		t.Fatalf("late service received a retained %s", m.topic)
 	case <-time.After(quiet):
 	}
+}
+
+// wrappedConn stands for a WebSocket connection: a net.Conn that is not a
+// *tls.Conn but can hand out the TLS connection it runs on.
+type wrappedConn struct {
+	net.Conn
+	tls *tls.Conn
+}
+
+func (c wrappedConn) NetConn() net.Conn { return c.tls }
+
+type wrappingListener struct{ net.Listener }
+
+func (l wrappingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	// mochi reads the CONNECT before any hook runs, so the handshake is
+	// complete by then; the wrapper forwards reads and writes.
+	return wrappedConn{Conn: tc, tls: tc}, nil
+}
+
+func TestPeerCertificatesThroughWrapper(t *testing.T) {
+	e := newEnv(t)
+	e.putGroup("group-a", e.interA, provisioning.StatusEnabled)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := e.serverCA.Server(t)
+	tl := tls.NewListener(raw, &tls.Config{
+		Certificates: []tls.Certificate{server.TLSCertificate()},
+		ClientAuth:   tls.RequestClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})
+	if err := e.srv.AddListener(listeners.NewNet("wrapped", wrappingListener{tl})); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Listeners.Serve("wrapped", e.srv.EstablishConnection)
+	e.addr = raw.Addr().String()
+	leaf := e.interA.Leaf(t, "dev-ws")
+	d, ca, err := e.dialV5(leaf, "dev-ws", username("dev-ws"))
+	if err != nil {
+		t.Fatalf("connect through the wrapped listener: %v %+v", err, ca)
+	}
+	d.subscribe(wire.ResponseFilter, 1)
+	checkAssigned(t, provision(t, d, "dev-ws", 1), leaf, "group-a")
 }

@@ -45,7 +45,7 @@ var testHubs = []string{"hub-1.example.net", "hub-2.example.net", "hub-3.example
 // env is one broker: real mochi with a real TLS listener on 127.0.0.1,
 // the DPS hook, the x509attest evaluator and the Service on a bolt store.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *mqtt.Server
 	dps      *hooks.DPS
 	addr     string
@@ -72,7 +72,7 @@ func (d *switchDecider) Decide(ctx context.Context, chain []*x509.Certificate) (
 	return d.real.Decide(ctx, chain)
 }
 
-func newEnv(t *testing.T, mod ...func(*hooks.Options)) *env {
+func newEnv(t testing.TB, mod ...func(*hooks.Options)) *env {
 	t.Helper()
 	e := &env{t: t}
 	e.serverCA = pkitest.NewRoot(t, pkitest.Key(pkitest.ECDSAP256))
@@ -146,7 +146,7 @@ func newEnv(t *testing.T, mod ...func(*hooks.Options)) *env {
 	return e
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -217,7 +217,7 @@ type response struct {
 	topic      string
 }
 
-func parseResponse(t *testing.T, m msg) response {
+func parseResponse(t testing.TB, m msg) response {
 	t.Helper()
 	status, rid, ra, err := wire.ParseResponseTopic(m.topic)
 	if err != nil {
@@ -229,7 +229,7 @@ func parseResponse(t *testing.T, m msg) response {
 	return response{status: status, rid: rid, retryAfter: ra, body: m.body, topic: m.topic}
 }
 
-func (r response) operation(t *testing.T) *wire.RegistrationOperationStatus {
+func (r response) operation(t testing.TB) *wire.RegistrationOperationStatus {
 	t.Helper()
 	s, err := wire.DecodeOperationStatus(r.body)
 	if err != nil {
@@ -238,7 +238,7 @@ func (r response) operation(t *testing.T) *wire.RegistrationOperationStatus {
 	return s
 }
 
-func (r response) errorDetails(t *testing.T) *wire.ErrorDetails {
+func (r response) errorDetails(t testing.TB) *wire.ErrorDetails {
 	t.Helper()
 	d, err := wire.DecodeErrorDetails(r.body)
 	if err != nil {
@@ -260,7 +260,7 @@ type device interface {
 // --- MQTT 5 device (paho.golang) ---
 
 type v5Device struct {
-	t     *testing.T
+	t     testing.TB
 	c     *paho.Client
 	msgs  chan msg
 	trace *traceConn
@@ -359,7 +359,7 @@ func (d *v5Device) close() {
 // --- MQTT 3.1.1 device (paho.mqtt.golang) ---
 
 type v3Device struct {
-	t              *testing.T
+	t              testing.TB
 	sessionPresent bool
 	c              pahov3.Client
 	msgs           chan msg
@@ -467,7 +467,7 @@ func registerTopic(rid string) string { return string(wire.AppendRegisterTopic(n
 func pollTopic(rid, op string) string { return string(wire.AppendPollTopic(nil, rid, op)) }
 
 // request publishes and returns the next response, which must carry rid.
-func request(t *testing.T, d device, topic string, qos byte, body []byte, rid string) response {
+func request(t testing.TB, d device, topic string, qos byte, body []byte, rid string) response {
 	t.Helper()
 	if err := d.publish(topic, qos, body); err != nil {
 		t.Fatalf("publish %s: %v", topic, err)
@@ -485,7 +485,7 @@ func request(t *testing.T, d device, topic string, qos byte, body []byte, rid st
 
 // provision runs the whole DPS flow (register, then poll) and returns the
 // final status.
-func provision(t *testing.T, d device, regID string, qos byte) *wire.RegistrationOperationStatus {
+func provision(t testing.TB, d device, regID string, qos byte) *wire.RegistrationOperationStatus {
 	t.Helper()
 	rid := fmt.Sprintf("r-%d", ridSeq.Add(1))
 	r := request(t, d, registerTopic(rid), qos, []byte(`{"registrationId":"`+regID+`"}`), rid)
