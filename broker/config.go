@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpsbroker/dpsbroker/hooks"
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
@@ -28,7 +29,7 @@ const (
 	DefaultAdminAddr       = "127.0.0.1:8443"
 	DefaultHTTPAddr        = ":8080"
 	DefaultIDScope         = "0ne00000000"
-	DefaultMaxPacketSize   = wire.MaxRequestBody
+	DefaultMaxPacketSize   = hooks.DefaultMaxPacketSize
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultRetryAfter      = time.Duration(wire.DefaultRetryAfter) * time.Second
 	DefaultRequestTimeout  = 5 * time.Second

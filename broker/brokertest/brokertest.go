@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/dpsbroker/dpsbroker/broker"
+	"github.com/dpsbroker/dpsbroker/clients/service"
 	"github.com/dpsbroker/dpsbroker/hooks"
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
@@ -410,3 +412,13 @@ var _ io.Writer = tbWriter{}
 
 // errRefused is wrapped by Provision when the broker refused the CONNECT.
 var errRefused = errors.New("connect refused")
+
+// AdminClient is an admin API client that trusts the broker and carries
+// its token.
+func (b *Broker) AdminClient() *service.Client {
+	hc := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: b.RootCAs(), ServerName: "localhost"}},
+	}
+	return service.New(b.AdminURL(), b.token, hc)
+}

@@ -8,12 +8,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
@@ -211,3 +214,52 @@ func randomSuffix() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// DialWebSocket opens an MQTT-over-secure-WebSocket connection to WSURL as
+// dev (subprotocol "mqtt"), as a net.Conn for paho.golang.
+func (b *Broker) DialWebSocket(ctx context.Context, dev *pkitest.Leaf) (net.Conn, error) {
+	d := websocket.Dialer{TLSClientConfig: b.TLSConfigFor(dev), Subprotocols: []string{"mqtt"}, HandshakeTimeout: 10 * time.Second}
+	c, _, err := d.DialContext(ctx, b.WSURL(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &wsClientConn{Conn: c.NetConn(), ws: c}, nil
+}
+
+// wsClientConn is the client side of MQTT over WebSocket: binary messages
+// carry the byte stream.
+type wsClientConn struct {
+	net.Conn
+	ws *websocket.Conn
+	r  io.Reader
+}
+
+func (c *wsClientConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			_, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsClientConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsClientConn) Close() error { return c.ws.Close() }
