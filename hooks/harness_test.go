@@ -575,3 +575,9 @@ func (c *traceConn) seen() []tracedPacket {
 	defer c.mu.Unlock()
 	return append([]tracedPacket(nil), c.packets...)
 }
+
+// The domain types satisfy the hook's consumer-side interfaces.
+var (
+	_ hooks.Registrar   = (*provisioning.Service)(nil)
+	_ hooks.X509Decider = (*x509attest.Evaluator)(nil)
+)
