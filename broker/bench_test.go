@@ -139,7 +139,7 @@ func (h *echoHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
 }
 func (h *echoHook) OnConnectAuthenticate(*mqtt.Client, mpackets.Packet) bool { return true }
-func (h *echoHook) OnACLCheck(*mqtt.Client, string, bool) bool             { return true }
+func (h *echoHook) OnACLCheck(*mqtt.Client, string, bool) bool               { return true }
 func (h *echoHook) OnPublish(cl *mqtt.Client, pk mpackets.Packet) (mpackets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil

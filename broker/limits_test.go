@@ -2,9 +2,9 @@ package broker_test
 
 import (
 	"bytes"
-	"fmt"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
