@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -39,6 +38,16 @@ import (
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
+
+// TB is the part of testing.TB the package uses; *testing.T and
+// *testing.B satisfy it.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
 
 // IDScope is the ID scope of test brokers unless WithConfig changes it.
 const IDScope = "0ne0000TEST"
@@ -85,7 +94,7 @@ func WithRedis(addr string, db int) Option {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // New starts a broker and stops it when the test ends.
-func New(tb testing.TB, opts ...Option) *Broker {
+func New(tb TB, opts ...Option) *Broker {
 	tb.Helper()
 	o := &options{}
 	for _, opt := range opts {
@@ -216,7 +225,7 @@ func GroupHubs(hubs ...string) GroupOption { return func(o *groupOptions) { o.hu
 // EnrollGroup creates an enrollment group named name (its group ID) for a
 // new intermediate CA under the device root, and returns the CA; devices
 // MintDevice issues under it are admitted while the group is enabled.
-func (b *Broker) EnrollGroup(tb testing.TB, name string, opts ...GroupOption) *pkitest.CA {
+func (b *Broker) EnrollGroup(tb TB, name string, opts ...GroupOption) *pkitest.CA {
 	tb.Helper()
 	o := &groupOptions{}
 	for _, opt := range opts {
@@ -251,14 +260,14 @@ func (b *Broker) EnrollGroup(tb testing.TB, name string, opts ...GroupOption) *p
 
 // MintDevice issues a device certificate with CN registrationID under ca
 // (an enrolled group's CA, or any CA to test refusals).
-func (b *Broker) MintDevice(tb testing.TB, ca *pkitest.CA, registrationID string, opts ...pkitest.Option) *pkitest.Leaf {
+func (b *Broker) MintDevice(tb TB, ca *pkitest.CA, registrationID string, opts ...pkitest.Option) *pkitest.Leaf {
 	tb.Helper()
 	return ca.Leaf(tb, registrationID, opts...)
 }
 
 // EnrollDevice creates a self-signed device certificate and an enabled
 // individual enrollment for it.
-func (b *Broker) EnrollDevice(tb testing.TB, registrationID string) *pkitest.Leaf {
+func (b *Broker) EnrollDevice(tb TB, registrationID string) *pkitest.Leaf {
 	tb.Helper()
 	dev := pkitest.SelfSigned(tb, registrationID)
 	b.putIndividual(tb, dev, true)
@@ -268,19 +277,19 @@ func (b *Broker) EnrollDevice(tb testing.TB, registrationID string) *pkitest.Lea
 // SetDeviceEnabled creates or replaces the individual enrollment of dev's
 // certificate, enabled or disabled. An individual enrollment decides
 // alone, over any group (the seed's "disable device 3").
-func (b *Broker) SetDeviceEnabled(tb testing.TB, dev *pkitest.Leaf, enabled bool) {
+func (b *Broker) SetDeviceEnabled(tb TB, dev *pkitest.Leaf, enabled bool) {
 	tb.Helper()
 	b.putIndividual(tb, dev, enabled)
 }
 
 // DisableDevice creates or replaces a disabled individual enrollment for
 // dev's certificate.
-func (b *Broker) DisableDevice(tb testing.TB, dev *pkitest.Leaf) {
+func (b *Broker) DisableDevice(tb TB, dev *pkitest.Leaf) {
 	tb.Helper()
 	b.putIndividual(tb, dev, false)
 }
 
-func (b *Broker) putIndividual(tb testing.TB, dev *pkitest.Leaf, enabled bool) {
+func (b *Broker) putIndividual(tb TB, dev *pkitest.Leaf, enabled bool) {
 	tb.Helper()
 	e := &provisioning.IndividualEnrollment{
 		RegistrationID: dev.Cert.Subject.CommonName,
@@ -298,7 +307,7 @@ func (b *Broker) putIndividual(tb testing.TB, dev *pkitest.Leaf, enabled bool) {
 }
 
 // SetGroupEnabled enables or disables an existing group.
-func (b *Broker) SetGroupEnabled(tb testing.TB, name string, enabled bool) {
+func (b *Broker) SetGroupEnabled(tb TB, name string, enabled bool) {
 	tb.Helper()
 	ctx := context.Background()
 	g, err := b.Store().GetEnrollmentGroup(ctx, name)
@@ -313,7 +322,7 @@ func (b *Broker) SetGroupEnabled(tb testing.TB, name string, enabled bool) {
 }
 
 // DisableGroup disables an existing group.
-func (b *Broker) DisableGroup(tb testing.TB, name string) {
+func (b *Broker) DisableGroup(tb TB, name string) {
 	tb.Helper()
 	b.SetGroupEnabled(tb, name, false)
 }
@@ -322,7 +331,7 @@ func (b *Broker) DisableGroup(tb testing.TB, name string) {
 // failed) published on this broker from now on, until the test ends. The
 // channel is buffered; events that do not fit are dropped with a log line,
 // so that a test that stops reading never stalls the broker.
-func (b *Broker) Events(tb testing.TB) <-chan *provisioning.Event {
+func (b *Broker) Events(tb TB) <-chan *provisioning.Event {
 	tb.Helper()
 	ch := make(chan *provisioning.Event, 1024)
 	srv := b.B.MQTTServer()
@@ -377,7 +386,7 @@ func status(enabled bool) provisioning.ProvisioningStatus {
 	return provisioning.StatusDisabled
 }
 
-func writeFile(tb testing.TB, path string, data []byte) {
+func writeFile(tb TB, path string, data []byte) {
 	tb.Helper()
 	if len(data) == 0 {
 		tb.Fatalf("brokertest: nothing to write to %s", path)
@@ -389,7 +398,7 @@ func writeFile(tb testing.TB, path string, data []byte) {
 
 // testLogger discards logs unless DPSBROKER_TEST_LOG is set, in which case
 // they go to the test log at that level.
-func testLogger(tb testing.TB) *slog.Logger {
+func testLogger(tb TB) *slog.Logger {
 	lvl := os.Getenv("DPSBROKER_TEST_LOG")
 	if lvl == "" {
 		return slog.New(slog.DiscardHandler)
@@ -401,10 +410,10 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: level}))
 }
 
-type tbWriter struct{ tb testing.TB }
+type tbWriter struct{ tb TB }
 
 func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	w.tb.Logf("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
