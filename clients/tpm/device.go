@@ -71,7 +71,7 @@ type Device struct {
 	opts Options
 	log  *slog.Logger
 
-	ek, srk object
+	ek, srk  object
 	ekLoaded bool
 	id       *hmacKey // nil until ActivateAndImport
 }

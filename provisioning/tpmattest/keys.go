@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -158,8 +159,12 @@ func parse(b []byte, role Role) (*Key, error) {
 		return nil, malformed("not a TPM2B_PUBLIC (size " + strconv.Itoa(int(binary.BigEndian.Uint16(b))) +
 			" but " + strconv.Itoa(len(b)-2) + " bytes follow)")
 	}
-	pub, err := unmarshalPublic(b[2:])
-	if err != nil {
+	pub, err := decodePublic(b[2:])
+	var unsupported unsupportedError
+	switch {
+	case errors.As(err, &unsupported):
+		return nil, newError(CodeUnsupportedKey, role.String()+": "+err.Error())
+	case err != nil:
 		return nil, malformed(err.Error())
 	}
 	if err := checkPublic(pub, role); err != nil {
@@ -179,25 +184,4 @@ func parse(b []byte, role Role) (*Key, error) {
 		enc:    enc,
 	}
 	return k, nil
-}
-
-// unmarshalPublic parses a TPMT_PUBLIC and insists that it re-marshals to
-// the same bytes: the TPM names the key over its own encoding, so trailing
-// bytes or a non-canonical form would give a Name the TPM does not know.
-func unmarshalPublic(b []byte) (pub *tpm2.TPMTPublic, err error) {
-	defer func() {
-		// go-tpm's reflective (un)marshalling panics on some impossible
-		// shapes; a device's bytes must never take the broker down.
-		if recover() != nil {
-			pub, err = nil, fmt.Errorf("not a TPMT_PUBLIC")
-		}
-	}()
-	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b)
-	if err != nil {
-		return nil, fmt.Errorf("not a TPMT_PUBLIC")
-	}
-	if !bytes.Equal(tpm2.Marshal(pub), b) {
-		return nil, fmt.Errorf("TPMT_PUBLIC has trailing bytes or a non-canonical encoding")
-	}
-	return pub, nil
 }
