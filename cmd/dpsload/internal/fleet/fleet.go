@@ -1,0 +1,130 @@
+// Package fleet prepares the simulated devices of a load run before any
+// measurement starts: an issuing CA (fresh, or loaded from files), one
+// certificate and key per device, and, when asked, an enrollment group for
+// the CA created through the admin API.
+package fleet
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/dpsbroker/dpsbroker/clients/service"
+	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/load"
+	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
+)
+
+// PKI is the device side of a run: the CA that issues device certificates
+// and the anchor a verifier trusts.
+type PKI struct {
+	// Issuer signs device certificates; its Chain goes into every device's
+	// TLS chain.
+	Issuer *pkitest.CA
+	// Anchor is what a group enrolls and what the baseline trusts: the
+	// root above Issuer when known, else Issuer itself.
+	Anchor *x509.Certificate
+}
+
+// NewPKI creates a root and an intermediate under it, both ECDSA P-256, so
+// that each device presents leaf + intermediate and every verifier checks a
+// three-level chain, as in perf-baselines.md.
+func NewPKI(name string) (*PKI, error) {
+	root, err := pkitest.NewRootCA(name + " root")
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	inter, err := root.NewIntermediate(name + " devices CA")
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	return &PKI{Issuer: inter, Anchor: root.Cert}, nil
+}
+
+// LoadPKI uses an existing CA: certPEM holds the CA certificate first, then
+// those above it (the root, if included, becomes the anchor).
+func LoadPKI(certPEM, keyPEM []byte) (*PKI, error) {
+	ca, err := pkitest.LoadCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	anchor := ca.Root()
+	if anchor == nil {
+		anchor = ca.Cert
+	}
+	return &PKI{Issuer: ca, Anchor: anchor}, nil
+}
+
+// Mint issues n X.509 devices named prefix + a zero-padded index, on every
+// core: key generation and signing are kept out of the measured window.
+func (p *PKI) Mint(ctx context.Context, prefix string, n int) ([]*load.Device, error) {
+	if n < 1 {
+		return nil, errors.New("fleet: no devices to mint")
+	}
+	devs := make([]*load.Device, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				id := fmt.Sprintf("%s%06d", prefix, i)
+				leaf, err := p.Issuer.NewLeaf(id)
+				if err != nil {
+					errs[i] = fmt.Errorf("fleet: device %s: %w", id, err)
+					continue
+				}
+				cert := leaf.TLSCertificate()
+				devs[i] = load.NewDevice(id, load.X509{Cert: &cert})
+			}
+		})
+	}
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+		return nil, err
+	}
+	return devs, nil
+}
+
+// Enroll creates or replaces an enabled X.509 enrollment group groupID
+// whose signing certificate is the anchor, through the admin API.
+func (p *PKI) Enroll(ctx context.Context, admin *service.Client, groupID string) error {
+	g := &provisioning.EnrollmentGroup{
+		EnrollmentGroupID: groupID,
+		Attestation: provisioning.AttestationMechanism{
+			Type: provisioning.AttestationX509,
+			X509: &provisioning.X509Attestation{SigningCertificates: &provisioning.X509Certificates{
+				Primary: &provisioning.X509CertificateWithInfo{Certificate: string(pkitest.CertPEM(p.Anchor))},
+			}},
+		},
+		EnrollmentPolicy: provisioning.EnrollmentPolicy{ProvisioningStatus: provisioning.StatusEnabled},
+	}
+	if _, err := admin.PutEnrollmentGroup(ctx, g, ""); err != nil {
+		return fmt.Errorf("fleet: enroll group %q: %w", groupID, err)
+	}
+	return nil
+}
+
+// ServerIdentity makes a TLS server certificate (chain PEM) and key (PEM)
+// for localhost under a fresh root, for a baseline broker; roots trusts it.
+func ServerIdentity() (certPEM, keyPEM []byte, roots *x509.CertPool, err error) {
+	root, err := pkitest.NewRootCA("dpsload baseline server root")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("fleet: %w", err)
+	}
+	leaf, err := root.NewServerLeaf(nil)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("fleet: %w", err)
+	}
+	return leaf.ChainPEM(), leaf.KeyPEM(), root.Pool(), nil
+}
