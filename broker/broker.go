@@ -388,6 +388,7 @@ func (b *Broker) adminToken() (tokenInfo, error) {
 // clean shutdown.
 func (b *Broker) Run(ctx context.Context) error {
 	if err := b.Start(); err != nil {
+		_ = b.Shutdown(ctx)
 		return err
 	}
 	var err error
@@ -411,6 +412,7 @@ func (b *Broker) Start() error {
 		return errors.New("broker: already started")
 	}
 	if err := b.srv.Serve(); err != nil {
+		b.started.Store(false) // nothing runs yet: Shutdown only releases
 		return err
 	}
 	wctx, stop := context.WithCancel(context.Background())

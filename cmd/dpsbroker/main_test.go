@@ -154,3 +154,19 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployExampleConfig keeps deploy/dpsbroker.example.json loadable and
+// valid.
+func TestDeployExampleConfig(t *testing.T) {
+	var errb syncBuffer
+	cfg, err := loadConfig("serve", []string{"--config", "../../deploy/dpsbroker.example.json"}, noEnv, &errb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.IDScope != "0ne00000001" || len(cfg.Hubs) != 2 || cfg.LogFormat != "json" {
+		t.Errorf("unexpected %+v", cfg)
+	}
+}
