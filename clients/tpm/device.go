@@ -73,7 +73,10 @@ type Device struct {
 
 	ek, srk  object
 	ekLoaded bool
-	id       *hmacKey // nil until ActivateAndImport
+	// ekPublic and srkPublic are set once by New: the EK may be flushed
+	// and re-created, but its public area does not change.
+	ekPublic, srkPublic []byte
+	id                  *hmacKey // nil until ActivateAndImport
 }
 
 // hmacKey is the imported HMAC key: either persistent at handle, or a
@@ -110,6 +113,7 @@ func New(ctx context.Context, t transport.TPM, opts Options) (*Device, error) {
 		d.flush(&d.ek)
 		return nil, fmt.Errorf("tpm: storage root key: %w", err)
 	}
+	d.ekPublic, d.srkPublic = d.ek.public, d.srk.public
 	if opts.Persist {
 		if id, err := d.readPersistentIDKey(); err == nil {
 			d.id = id
@@ -218,15 +222,15 @@ func tpm2b(contents []byte) []byte {
 
 // EndorsementKey returns the EK's marshalled TPM2B_PUBLIC, as sent in
 // tpm.endorsementKey (base64).
-func (d *Device) EndorsementKey() []byte { return append([]byte(nil), d.ek.public...) }
+func (d *Device) EndorsementKey() []byte { return append([]byte(nil), d.ekPublic...) }
 
 // StorageRootKey returns the SRK's marshalled TPM2B_PUBLIC, as sent in
 // tpm.storageRootKey (base64).
-func (d *Device) StorageRootKey() []byte { return append([]byte(nil), d.srk.public...) }
+func (d *Device) StorageRootKey() []byte { return append([]byte(nil), d.srkPublic...) }
 
 // RegistrationID is the default registration ID of this TPM: base32 of
 // SHA-256 over the EK's TPM2B_PUBLIC, as the SDKs compute it.
-func (d *Device) RegistrationID() string { return tpmattest.RegistrationIDFromEK(d.ek.public) }
+func (d *Device) RegistrationID() string { return tpmattest.RegistrationIDFromEK(d.ekPublic) }
 
 // Close flushes the transient objects this Device loaded. It does not
 // close the transport.

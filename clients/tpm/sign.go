@@ -50,16 +50,18 @@ func (d *Device) hmacSequence(key tpm2.AuthHandle, data []byte) ([]byte, error) 
 		return nil, fmt.Errorf("tpm: hmac start: %w", err)
 	}
 	seq := tpm2.AuthHandle{Handle: start.SequenceHandle, Auth: tpm2.PasswordAuth(nil)}
+	// A completed sequence is gone; a failed one stays and must be flushed.
+	abandon := func() { o := object{handle: start.SequenceHandle, transient: true}; d.flush(&o) }
 	for len(data) > maxHMACBuffer {
 		if _, err := (tpm2.SequenceUpdate{SequenceHandle: seq, Buffer: tpm2.TPM2BMaxBuffer{Buffer: data[:maxHMACBuffer]}}).Execute(d.tpm); err != nil {
-			o := object{handle: start.SequenceHandle, transient: true}
-			d.flush(&o)
+			abandon()
 			return nil, fmt.Errorf("tpm: hmac update: %w", err)
 		}
 		data = data[maxHMACBuffer:]
 	}
 	rsp, err := tpm2.SequenceComplete{SequenceHandle: seq, Buffer: tpm2.TPM2BMaxBuffer{Buffer: data}, Hierarchy: tpm2.TPMRHNull}.Execute(d.tpm)
 	if err != nil {
+		abandon()
 		return nil, fmt.Errorf("tpm: hmac complete: %w", err)
 	}
 	return rsp.Result.Buffer, nil

@@ -55,15 +55,17 @@ func ChallengeKey(registrationID string, ekDigest [sha256.Size]byte) string {
 const pendingVersion = 1
 
 // Marshal encodes p for ChallengeStore.PutChallenge: version, registration
-// ID, both digests, the key and the expiry (Unix nanoseconds).
+// ID, both digests, the key and the expiry (Unix nanoseconds). The
+// registration ID and key are length-prefixed with 16 bits; the limits of
+// both (128 characters, 32 bytes) are far below that.
 func (p *PendingChallenge) Marshal() []byte {
-	b := make([]byte, 0, 1+2+len(p.RegistrationID)+2*sha256.Size+1+len(p.Key)+8)
+	b := make([]byte, 0, 1+2+len(p.RegistrationID)+2*sha256.Size+2+len(p.Key)+8)
 	b = append(b, pendingVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(p.RegistrationID)))
 	b = append(b, p.RegistrationID...)
 	b = append(b, p.EKDigest[:]...)
 	b = append(b, p.SRKDigest[:]...)
-	b = append(b, byte(len(p.Key)))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(p.Key)))
 	b = append(b, p.Key...)
 	return binary.BigEndian.AppendUint64(b, uint64(p.Expires.UnixNano()))
 }
@@ -83,8 +85,8 @@ func UnmarshalPendingChallenge(b []byte) (*PendingChallenge, error) {
 	}
 	copy(p.EKDigest[:], r.bytes(sha256.Size))
 	copy(p.SRKDigest[:], r.bytes(sha256.Size))
-	if n := r.bytes(1); n != nil {
-		p.Key = bytes.Clone(r.bytes(int(n[0])))
+	if n := r.bytes(2); n != nil {
+		p.Key = bytes.Clone(r.bytes(int(binary.BigEndian.Uint16(n))))
 	}
 	exp := r.bytes(8)
 	if r.bad || len(r.b) != 0 || len(p.Key) == 0 {
