@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,6 +46,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(string) (string, bool)) int {
+	// Progress lines, the child broker's stderr and the main flow write
+	// concurrently.
+	stdout, stderr = &syncWriter{w: stdout}, &syncWriter{w: stderr}
 	if len(args) > 0 && args[0] == "serve-baseline" {
 		return serveBaseline(ctx, args[1:], stdout, stderr)
 	}
@@ -85,6 +89,18 @@ Run "go doc github.com/dpsbroker/dpsbroker/cmd/dpsload" for examples.
 
 Flags:
 `
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
 
 // File is the JSON result file.
 type File struct {

@@ -139,14 +139,14 @@ func (s *stats) record(scheduled, ended time.Time, out outcome, err error) {
 		s.intErr++
 		if inWindow {
 			s.errs++
-			reason := "error"
+			reason, msg := "error", err.Error()
 			var oe *opError
 			if errors.As(err, &oe) {
-				reason = oe.reason
+				reason, msg = oe.reason, oe.err.Error()
 			}
 			s.errsBy[reason]++
 			if _, ok := s.samples[reason]; !ok {
-				s.samples[reason] = err.Error()
+				s.samples[reason] = msg
 			}
 		}
 		return
