@@ -246,7 +246,12 @@ func (b *Broker) setupMQTT() error {
 		OperationTTL:  b.cfg.OperationTTL,
 		Node:          nodeName(),
 		Logger:        b.log.With("component", "provisioning"),
-		Publish:       func(ev *provisioning.Event) { _ = hooks.PublishEvent(srv, ev) },
+		// Every result and refusal is announced here once, whichever
+		// store path wrote it: the place to count them.
+		Publish: func(ev *provisioning.Event) {
+			b.metrics.event(ev)
+			_ = hooks.PublishEvent(srv, ev)
+		},
 	})
 	if err != nil {
 		return err
