@@ -2,6 +2,8 @@ package provisioning
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -82,6 +84,61 @@ type EventLog interface {
 	ReadEvents(ctx context.Context, afterID string, limit int) ([]*Event, error)
 }
 
+// RegistrationCommit is everything one register request writes: the
+// registration record, the operation the device polls and the event that
+// reports the result.
+type RegistrationCommit struct {
+	// Record is stored as PutRegistration stores it: the store assigns the
+	// etag and the timestamps.
+	Record *RegistrationState
+	// IfMatch follows the rules of PutRegistration.
+	IfMatch string
+	// CreateOnly requires that no record exists yet (ErrPreconditionFailed
+	// otherwise), so that of two first registrations racing on one device
+	// exactly one wins. IfMatch must then be empty.
+	CreateOnly bool
+	// Operation is stored as PutOperation stores it, except that its Result
+	// is the stored record (whatever Operation.Result holds is ignored).
+	Operation *Operation
+	// Event is appended as AppendEvent appends it.
+	Event *Event
+}
+
+// Check reports what makes c unusable; stores call it before writing so
+// that both refuse the same commits.
+func (c *RegistrationCommit) Check() error {
+	switch {
+	case c == nil:
+		return errors.New("registration commit: nil commit")
+	case c.Record == nil:
+		return errors.New("registration commit: nil record")
+	case c.Record.RegistrationID == "":
+		return errors.New("registration commit: record without a registration ID")
+	case c.Operation == nil:
+		return errors.New("registration commit: nil operation")
+	case c.Operation.OperationID == "":
+		return errors.New("registration commit: operation without an ID")
+	case c.Operation.Expires.IsZero():
+		return fmt.Errorf("registration commit: operation %q has no expiry", c.Operation.OperationID)
+	case c.Event == nil:
+		return errors.New("registration commit: nil event")
+	case c.CreateOnly && c.IfMatch != "":
+		return fmt.Errorf("registration commit: CreateOnly with If-Match %q", c.IfMatch)
+	}
+	return nil
+}
+
+// RegistrationCommitter writes a registration in one atomic step: one
+// transaction, one fsync on the embedded store, one round trip on Redis.
+type RegistrationCommitter interface {
+	// CommitRegistration stores c.Record, c.Operation and c.Event together
+	// or not at all. When the precondition (IfMatch, CreateOnly) fails it
+	// returns an error wrapping ErrPreconditionFailed and writes nothing.
+	// It returns the stored record and the event's ID, and does not modify
+	// c or what it points to.
+	CommitRegistration(ctx context.Context, c *RegistrationCommit) (stored *RegistrationState, eventID string, err error)
+}
+
 // ChallengeStore keeps single-use secrets (TPM nonce challenges) with a
 // lifetime.
 type ChallengeStore interface {
@@ -103,6 +160,7 @@ type Store interface {
 	EventLog
 	ChallengeStore
 	ChangeWatcher
+	RegistrationCommitter
 	// Close releases the store's connections and files.
 	Close() error
 }

@@ -106,51 +106,68 @@ func (k *kind[T]) put(s *Store, ctx context.Context, id string, in *T, ifMatch s
 	// A shallow copy suffices: only top-level stamp fields are assigned,
 	// and the stored and returned values are JSON, never aliases.
 	cur := *in
-	st := k.stamps(&cur)
 	var data []byte
 	err = s.update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(k.bucket)
-		var old *T
-		oldETag := ""
-		if raw := b.Get(key); raw != nil {
-			if old, err = decode[T](raw); err != nil {
-				return err
-			}
-			oldETag = *k.stamps(old).etag
-		}
-		if err := checkMatch(k.name, id, old != nil, oldETag, ifMatch); err != nil {
-			return err
-		}
-		seq, err := tx.Bucket(bucketMeta).NextSequence()
-		if err != nil {
-			return err
-		}
-		now := s.now().UTC()
-		created := now
-		if old != nil {
-			if c := *k.stamps(old).created; c != nil {
-				created = *c
-			}
-		}
-		*st.etag = etagFor(seq)
-		*st.created = &created
-		*st.updated = &now
-		if data, err = json.Marshal(&cur); err != nil {
-			return fmt.Errorf("encode %s: %w", k.name, err)
-		}
-		if err := b.Put(key, data); err != nil {
-			return err
-		}
-		if k.index != nil {
-			return k.index(tx, key, old, &cur)
-		}
-		return nil
+		var perr error
+		data, perr = k.putTx(s, tx, id, key, &cur, ifMatch, false)
+		return perr
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.changed(k.change, string(key))
 	return decode[T](data)
+}
+
+// putTx writes cur (stamping it) under key in tx and returns its encoding.
+// A failed precondition (ifMatch, or createOnly on an existing entry) is
+// detected before anything is written, so a caller may turn it into an
+// outcome and still commit the rest of its transaction.
+func (k *kind[T]) putTx(s *Store, tx *bolt.Tx, id string, key []byte, cur *T, ifMatch string, createOnly bool) ([]byte, error) {
+	b := tx.Bucket(k.bucket)
+	var old *T
+	oldETag := ""
+	if raw := b.Get(key); raw != nil {
+		var err error
+		if old, err = decode[T](raw); err != nil {
+			return nil, err
+		}
+		oldETag = *k.stamps(old).etag
+	}
+	if createOnly && old != nil {
+		return nil, fmt.Errorf("%s %q already exists: %w", k.name, id, provisioning.ErrPreconditionFailed)
+	}
+	if err := checkMatch(k.name, id, old != nil, oldETag, ifMatch); err != nil {
+		return nil, err
+	}
+	seq, err := tx.Bucket(bucketMeta).NextSequence()
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	created := now
+	if old != nil {
+		if c := *k.stamps(old).created; c != nil {
+			created = *c
+		}
+	}
+	st := k.stamps(cur)
+	*st.etag = etagFor(seq)
+	*st.created = &created
+	*st.updated = &now
+	data, err := json.Marshal(cur)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", k.name, err)
+	}
+	if err := b.Put(key, data); err != nil {
+		return nil, err
+	}
+	if k.index != nil {
+		if err := k.index(tx, key, old, cur); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
 }
 
 func (k *kind[T]) delete(s *Store, ctx context.Context, id, ifMatch string) error {

@@ -74,7 +74,8 @@ type Store struct {
 	now       func() time.Time
 	maxEvents uint64
 
-	watch watchers
+	watch  watchers
+	writer batcher
 
 	// groupMu guards the shared ListEnrollmentGroups snapshot. groupGen
 	// counts committed group writes, so that a snapshot built from a read
@@ -163,7 +164,9 @@ func Open(path string, opts Options) (*Store, error) {
 		maxEvents: uint64(opts.MaxEvents),
 		stop:      stop,
 	}
+	s.writer = batcher{db: db, reqs: make(chan *batchCall), stopped: ctx.Done()}
 	s.watch.init(ctx, opts.watchBuffer, opts.Logger)
+	s.done.Go(s.writer.loop)
 	s.done.Go(func() { s.sweepLoop(ctx, opts.sweepInterval) })
 	return s, nil
 }
@@ -179,18 +182,24 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// update runs fn in a write transaction. Errors from fn pass through
-// unchanged; failures of bbolt itself (closed database, I/O on commit)
-// wrap provisioning.ErrStoreUnavailable so that callers fail closed.
+// update runs fn in a write transaction, which it shares with concurrent
+// writes (see batcher: fn may run more than once and must set its outputs
+// afresh each time). Errors from fn pass through unchanged, and so does
+// the end of ctx before fn ran; failures of bbolt itself (closed database,
+// I/O on commit) wrap provisioning.ErrStoreUnavailable so that callers
+// fail closed.
 func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	var fnErr error
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	handed, err := s.writer.do(ctx, func(tx *bolt.Tx) error {
 		fnErr = fn(tx)
 		return fnErr
 	})
+	if !handed && err == ctx.Err() {
+		return err
+	}
 	return s.classify(err, fnErr)
 }
 

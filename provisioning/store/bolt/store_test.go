@@ -132,6 +132,9 @@ func TestClosedStoreFailsClosed(t *testing.T) {
 	if _, err := s.GetEnrollment(context.Background(), "x"); !errors.Is(err, provisioning.ErrStoreUnavailable) {
 		t.Errorf("Get after Close: err = %v, want ErrStoreUnavailable", err)
 	}
+	if _, err := s.PutEnrollment(context.Background(), &provisioning.IndividualEnrollment{RegistrationID: "x"}, ""); !errors.Is(err, provisioning.ErrStoreUnavailable) {
+		t.Errorf("Put after Close: err = %v, want ErrStoreUnavailable", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}

@@ -42,23 +42,29 @@ func (s *Store) PutOperation(ctx context.Context, op *provisioning.Operation) er
 	if err != nil {
 		return fmt.Errorf("encode operation: %w", err)
 	}
-	key := []byte(op.OperationID)
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		b, exp := tx.Bucket(bucketOperations), tx.Bucket(bucketExpiry)
-		if raw := b.Get(key); raw != nil {
-			old, err := decode[provisioning.Operation](raw)
-			if err != nil {
-				return err
-			}
-			if err := exp.Delete(expiryKey(old.Expires, expOperation, key)); err != nil {
-				return err
-			}
-		}
-		if err := b.Put(key, data); err != nil {
+		return putOperationTx(tx, op.OperationID, op.Expires, data)
+	})
+}
+
+// putOperationTx stores an encoded operation and files it in the expiry
+// index, replacing an operation with the same ID.
+func putOperationTx(tx *bolt.Tx, id string, expires time.Time, data []byte) error {
+	key := []byte(id)
+	b, exp := tx.Bucket(bucketOperations), tx.Bucket(bucketExpiry)
+	if raw := b.Get(key); raw != nil {
+		old, err := decode[provisioning.Operation](raw)
+		if err != nil {
 			return err
 		}
-		return exp.Put(expiryKey(op.Expires, expOperation, key), nil)
-	})
+		if err := exp.Delete(expiryKey(old.Expires, expOperation, key)); err != nil {
+			return err
+		}
+	}
+	if err := b.Put(key, data); err != nil {
+		return err
+	}
+	return exp.Put(expiryKey(expires, expOperation, key), nil)
 }
 
 // GetOperation implements provisioning.OperationStore. An expired operation
@@ -127,6 +133,7 @@ func (s *Store) TakeChallenge(ctx context.Context, key string) ([]byte, error) {
 	k := []byte(key)
 	var value []byte
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		value = nil // the function may run more than once
 		b := tx.Bucket(bucketChallenges)
 		rec := b.Get(k)
 		if len(rec) < 8 {
@@ -214,26 +221,33 @@ func (s *Store) AppendEvent(ctx context.Context, ev *provisioning.Event) (string
 	cp := *ev
 	var id string
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		id = strconv.FormatUint(seq, 10)
-		cp.ID = id
-		data, err := json.Marshal(&cp)
-		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
-		}
-		if err := b.Put(seqKey(seq), data); err != nil {
-			return err
-		}
-		return s.trimEvents(b, seq)
+		var err error
+		id, err = s.appendEventTx(tx, &cp)
+		return err
 	})
 	if err != nil {
 		return "", err
 	}
 	return id, nil
+}
+
+// appendEventTx appends ev (the caller's copy: its ID is set) and trims
+// the log.
+func (s *Store) appendEventTx(tx *bolt.Tx, ev *provisioning.Event) (string, error) {
+	b := tx.Bucket(bucketEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return "", err
+	}
+	ev.ID = strconv.FormatUint(seq, 10)
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return "", fmt.Errorf("encode event: %w", err)
+	}
+	if err := b.Put(seqKey(seq), data); err != nil {
+		return "", err
+	}
+	return ev.ID, s.trimEvents(b, seq)
 }
 
 // trimEvents deletes the oldest events beyond maxEvents. Keys are dense

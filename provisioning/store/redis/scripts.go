@@ -123,4 +123,59 @@ end
 return out
 `)
 
-var allScripts = []*redis.Script{writeScript, listScript, certScript}
+// commitScript is the single round trip of a registration: the etag-checked
+// record write with its indexes (as writeScript does it), the operation
+// with its TTL and the event, all or nothing. Redis runs a script without
+// interleaving other commands, so the precondition holds for every write.
+//
+//	KEYS[1] record hash   KEYS[2] ordered-ID set of records
+//	KEYS[3] operation key KEYS[4] event stream
+//	ARGV[1] ifMatch ("" unconditional, "*" any existing record)
+//	ARGV[2] "1" when the record must not exist yet
+//	ARGV[3] member: the lower-cased registration ID
+//	ARGV[4] new etag      ARGV[5] now (RFC 3339)
+//	ARGV[6] record JSON   ARGV[7] scope prefix
+//	ARGV[8] JSON array of index entries (see writeScript)
+//	ARGV[9], ARGV[10] the operation JSON before and after the record's
+//	        creation time, which only the script knows (it keeps the
+//	        stored one)
+//	ARGV[11] operation TTL in milliseconds (0: already expired, delete)
+//	ARGV[12] event JSON   ARGV[13] approximate stream length to keep
+//
+// Returns {1, created, event ID}, or {0} when the precondition fails (and
+// nothing was written).
+var commitScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'e', 'c', 'x')
+local exists = cur[1] ~= false
+if ARGV[2] == '1' and exists then return {0} end
+local ifMatch = ARGV[1]
+if ifMatch ~= '' then
+  if not exists then return {0} end
+  if ifMatch ~= '*' and ifMatch ~= cur[1] then return {0} end
+end
+local prefix, member = ARGV[7], ARGV[3]
+if cur[3] then
+  for _, ent in ipairs(cjson.decode(cur[3])) do
+    local k = prefix .. string.sub(ent, 3)
+    if string.sub(ent, 1, 1) == 's' then redis.call('SREM', k, member) else redis.call('ZREM', k, member) end
+  end
+end
+local created = cur[2]
+if not created then created = ARGV[5] end
+for _, ent in ipairs(cjson.decode(ARGV[8])) do
+  local k = prefix .. string.sub(ent, 3)
+  if string.sub(ent, 1, 1) == 's' then redis.call('SADD', k, member) else redis.call('ZADD', k, 0, member) end
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[6], 'e', ARGV[4], 'c', created, 'u', ARGV[5], 'x', ARGV[8])
+redis.call('ZADD', KEYS[2], 0, member)
+local ttl = tonumber(ARGV[11])
+if ttl > 0 then
+  redis.call('SET', KEYS[3], ARGV[9] .. created .. ARGV[10], 'PX', ttl)
+else
+  redis.call('DEL', KEYS[3])
+end
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*', 'e', ARGV[12])
+return {1, created, id}
+`)
+
+var allScripts = []*redis.Script{writeScript, listScript, certScript, commitScript}

@@ -38,6 +38,9 @@
 //     enrollment, group or CA certificate produces a Change, also when it
 //     was made by this process. Read-your-writes holds for
 //     ListEnrollmentGroups and GroupsByCertificate in the writing process.
+//   - CommitRegistration is atomic: on a failed precondition neither the
+//     record, nor the operation, nor the event is written; the stored
+//     operation's Result is the stored record (same etag and timestamps).
 //   - A cancelled context makes Get and Put fail with an error wrapping
 //     context.Canceled.
 //   - Nothing panics on a nil entry or an empty ID; both are errors.
@@ -67,6 +70,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioning.Store) {
 		{"Events", runEvents},
 		{"Challenges", runChallenges},
 		{"Watch", runWatch},
+		{"Commit", runCommit},
 	}
 	for _, s := range suites {
 		t.Run(s.name, func(t *testing.T) { s.run(t, newStore) })
