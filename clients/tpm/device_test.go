@@ -331,3 +331,61 @@ func TestReadNVMissing(t *testing.T) {
 		t.Errorf("EK certificate on the simulator (none written): %v, want TPM_RC_HANDLE", err)
 	}
 }
+
+// TestConcurrentUse signs SAS tokens and ECDSA digests from several
+// goroutines on one Device: commands are serialised and transient objects
+// never pile up (the simulator has three object slots).
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	d := newDevice(t, openSim(t), tpm.Options{EKType: tpm.ECC, SRKType: tpm.ECC})
+	ch := challenge(t, d.EndorsementKey(), d.StorageRootKey())
+	if err := d.ActivateAndImport(ctx, ch.AuthenticationKey); err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.NewSigner(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	errs := make(chan error, 16)
+	for i := range 8 {
+		go func() {
+			token, err := d.SignSAS(ctx, sas.Resource(idScope, "dev-1"), now.Add(time.Duration(i+1)*time.Minute))
+			if err == nil {
+				err = tpmattest.VerifySAS(token, ch.Key, idScope, "dev-1", now)
+			}
+			errs <- err
+		}()
+		go func() {
+			digest := sha256.Sum256([]byte{byte(i)})
+			sig, err := s.Sign(nil, digest[:], crypto.SHA256)
+			if err == nil && !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+				err = errors.New("signature does not verify")
+			}
+			errs <- err
+		}()
+	}
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestOpenTCPRefuses(t *testing.T) {
+	for _, addr := range []string{"no-port", "127.0.0.1:x", "127.0.0.1:65535"} {
+		if _, err := tpm.OpenTCP(addr); err == nil {
+			t.Errorf("OpenTCP(%q): no error", addr)
+		}
+	}
+	// Nothing listens on a port just released.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if _, err := tpm.OpenTCP(addr); err == nil {
+		t.Errorf("OpenTCP(%q) with no server: no error", addr)
+	}
+}

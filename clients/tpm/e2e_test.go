@@ -2,6 +2,7 @@ package tpm_test
 
 import (
 	"context"
+	"encoding/base64"
 	"testing"
 	"time"
 
@@ -53,19 +54,48 @@ func TestEndToEnd(t *testing.T) {
 			d := newDevice(t, openSim(t), tpm.Options{EKType: tt.ek, SRKType: tt.srk, Persist: tt.persist})
 			regID := d.RegistrationID()
 
-			ch, err := tpmattest.NewChallenge(nil, d.EndorsementKey(), d.StorageRootKey())
+			// Server, first leg: the register request carries EK and SRK
+			// (base64); the pending challenge goes to the store.
+			ekB64 := base64.StdEncoding.EncodeToString(d.EndorsementKey())
+			srkB64 := base64.StdEncoding.EncodeToString(d.StorageRootKey())
+			ek, err := tpmattest.ParseEKBase64(ekB64)
 			if err != nil {
-				t.Fatalf("NewChallenge: %v", err)
+				t.Fatal(err)
 			}
+			if !ek.Matches(ekB64) || ek.RegistrationID() != regID {
+				t.Fatal("server and device disagree on the EK")
+			}
+			srk, err := tpmattest.ParseSRKBase64(srkB64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch, err := tpmattest.NewKeyChallenge(nil, ek, srk)
+			if err != nil {
+				t.Fatalf("NewKeyChallenge: %v", err)
+			}
+			now := time.Now()
+			store := map[string][]byte{
+				tpmattest.ChallengeKey(regID, ek.Digest): ch.Pending(regID, now, 0).Marshal(),
+			}
+
+			// Device.
 			if err := d.ActivateAndImport(ctx, ch.AuthenticationKey); err != nil {
 				t.Fatalf("ActivateAndImport: %v", err)
 			}
-			now := time.Now()
 			token, err := d.SignSAS(ctx, sas.Resource(idScope, regID), now.Add(time.Hour))
 			if err != nil {
 				t.Fatalf("SignSAS: %v", err)
 			}
-			if err := tpmattest.VerifySAS(token, ch.Key, idScope, regID, now); err != nil {
+
+			// Server, second leg: same keys plus the SAS.
+			p, err := tpmattest.UnmarshalPendingChallenge(store[tpmattest.ChallengeKey(regID, ek.Digest)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Check(regID, ek, srk, now.Add(time.Second)); err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if err := p.VerifySAS(token, idScope, now.Add(time.Second)); err != nil {
 				t.Fatalf("VerifySAS: %v", err)
 			}
 			if want := sas.Sign(ch.Key, sas.Resource(idScope, regID), now.Add(time.Hour), sas.DefaultKeyName, true); token != want {
