@@ -25,6 +25,9 @@ const (
 	phasePoll      = "poll"
 )
 
+// remoteAlert prefixes the text of a TLS alert received from the peer.
+const remoteAlert = "remote error: tls: "
+
 // opError is a failed provisioning with its reason key, the label under
 // which it is counted ("connack:0x87", "dps:401:401002", "timeout:tls").
 type opError struct {
@@ -62,6 +65,12 @@ func classify(phase string, err error) *opError {
 		reason = fmt.Sprintf("puback:0x%02x", pue.Code)
 	case errors.As(err, &die):
 		reason = fmt.Sprintf("disconnect:0x%02x", die.Code)
+	case strings.Contains(err.Error(), remoteAlert):
+		// Under TLS 1.3 a refused client certificate arrives as an alert
+		// on the first read after the handshake. crypto/tls exposes
+		// received alerts only as text (its alert type is unexported).
+		_, alert, _ := strings.Cut(err.Error(), remoteAlert)
+		reason = "tls-alert:" + strings.ReplaceAll(alert, " ", "-")
 	case errors.As(err, &une), errors.Is(err, mqttraw.ErrMalformed), errors.Is(err, mqttraw.ErrTooLarge):
 		reason = "protocol:" + phase
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
