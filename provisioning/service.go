@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"time"
 
@@ -19,9 +20,12 @@ import (
 // outlasts every client while keeping the store small.
 const DefaultOperationTTL = 10 * time.Minute
 
-// maxPutAttempts bounds the etag retry loop of Register. Two brokers racing
-// on one device settle in two rounds; more means something is wrong.
-const maxPutAttempts = 5
+// maxPutAttempts bounds the etag retry loop of Register. Every round lets
+// at least one of the racing requests for a device commit, so N requests
+// settle within N rounds; a device keeps one request in flight, and a few
+// more only when it retries on other brokers. More means something is
+// wrong.
+const maxPutAttempts = 16
 
 // Admission is what an attestation step decided about a device that may
 // provision: who it is and which entry admitted it.
@@ -78,6 +82,11 @@ func (a *Admission) deviceID() string {
 
 // ServiceOptions configure a Service.
 type ServiceOptions struct {
+	// Registrations, Operations and Events keep what Register writes.
+	// When they are one store that implements RegistrationCommitter (as
+	// every provisioning.Store does), Register writes the record, the
+	// operation and the event through it in one atomic step; otherwise it
+	// makes three writes.
 	Registrations RegistrationStore
 	Operations    OperationStore
 	Events        EventLog
@@ -105,6 +114,7 @@ type Service struct {
 	regs    RegistrationStore
 	ops     OperationStore
 	events  EventLog
+	commit  func(context.Context, *RegistrationCommit) (*RegistrationState, string, error)
 	alloc   *Allocator
 	ttl     time.Duration
 	now     func() time.Time
@@ -145,6 +155,11 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		log:     opts.Logger,
 		publish: opts.Publish,
 	}
+	s.commit = s.commitSeparately
+	if c, ok := opts.Registrations.(RegistrationCommitter); ok &&
+		sameStore(opts.Registrations, opts.Operations) && sameStore(opts.Registrations, opts.Events) {
+		s.commit = c.CommitRegistration
+	}
 	if s.ttl == 0 {
 		s.ttl = DefaultOperationTTL
 	}
@@ -157,13 +172,23 @@ func NewService(opts ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
+// sameStore reports whether a and b are the same store value. Comparing
+// interfaces panics on uncomparable dynamic types, which a store may have.
+func sameStore(a, b any) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
 // Register provisions an admitted device. It allocates the hub under the
 // admitting entry's policy (the hub of the existing record counts as the
-// current one when the device re-provisions), writes the registration
-// record, stores an operation holding the final result, and appends an
-// "assigned" event, or a "failed" event with the allocation's DPS error
-// code. An allocation failure is a result, not an error: the operation
+// current one when the device re-provisions), and writes the registration
+// record, an operation holding the final result, and an "assigned" event,
+// or a "failed" event with the allocation's DPS error code, in one store
+// commit. An allocation failure is a result, not an error: the operation
 // then has status failed. The error is for infrastructure faults only.
+//
+// When another broker wrote the same record in between (etag mismatch),
+// the commit writes nothing and Register starts over from the new record.
 //
 // Registering again is idempotent: the device keeps its hub while the hub
 // list and the policy are unchanged.
@@ -179,72 +204,84 @@ func (s *Service) Register(ctx context.Context, adm *Admission, payload json.Raw
 	if err != nil {
 		return nil, err
 	}
-	rec, allocErr, err := s.writeRecord(ctx, adm)
-	if err != nil {
-		return nil, err
-	}
-
-	now := s.now()
-	op := &Operation{
-		OperationID:    opID,
-		RegistrationID: adm.RegistrationID,
-		Status:         rec.Status,
-		Result:         rec,
-		Created:        now,
-		Expires:        now.Add(s.ttl),
-	}
-	if err := s.ops.PutOperation(ctx, op); err != nil {
-		return nil, fmt.Errorf("provisioning: store operation of %q: %w", adm.RegistrationID, err)
-	}
-
-	ev := &Event{
-		Type:              EventAssigned,
-		RegistrationID:    adm.RegistrationID,
-		DeviceID:          rec.DeviceID,
-		AttestationType:   adm.AttestationType,
-		EnrollmentGroupID: adm.groupID(),
-		AssignedHub:       rec.AssignedHub,
-		OperationID:       opID,
-		Explanation:       adm.Explanation,
-	}
-	if allocErr != nil {
-		ev.Type = EventFailed
-		ev.ErrorCode = allocErr.Code
-		ev.Reason = allocErr.Msg
-	}
-	s.record(ctx, ev)
-	return op, nil
-}
-
-// writeRecord allocates and stores the registration record, retrying when
-// another broker wrote the same record in between (etag mismatch).
-func (s *Service) writeRecord(ctx context.Context, adm *Admission) (*RegistrationState, *AllocationError, error) {
 	for attempt := 1; ; attempt++ {
 		prev, err := s.regs.GetRegistration(ctx, adm.RegistrationID)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			prev = nil
 		case err != nil:
-			return nil, nil, fmt.Errorf("provisioning: read registration of %q: %w", adm.RegistrationID, err)
+			return nil, fmt.Errorf("provisioning: read registration of %q: %w", adm.RegistrationID, err)
 		}
 		rec, allocErr, err := s.allocate(adm, prev)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		ifMatch := ""
+		now := s.now()
+		op := &Operation{
+			OperationID:    opID,
+			RegistrationID: adm.RegistrationID,
+			Status:         rec.Status,
+			Created:        now,
+			Expires:        now.Add(s.ttl),
+		}
+		ev := &Event{
+			Type:              EventAssigned,
+			Time:              now.UTC(),
+			RegistrationID:    adm.RegistrationID,
+			DeviceID:          rec.DeviceID,
+			AttestationType:   adm.AttestationType,
+			EnrollmentGroupID: adm.groupID(),
+			AssignedHub:       rec.AssignedHub,
+			OperationID:       opID,
+			Explanation:       adm.Explanation,
+			Node:              s.node,
+		}
+		if allocErr != nil {
+			ev.Type = EventFailed
+			ev.ErrorCode = allocErr.Code
+			ev.Reason = allocErr.Msg
+		}
+		c := &RegistrationCommit{Record: rec, Operation: op, Event: ev}
 		if prev != nil {
-			ifMatch = prev.ETag
+			c.IfMatch = prev.ETag
+		} else {
+			c.CreateOnly = true
 		}
-		stored, err := s.regs.PutRegistration(ctx, rec, ifMatch)
+		stored, evID, err := s.commit(ctx, c)
 		switch {
 		case err == nil:
-			return stored, allocErr, nil
+			op.Result = stored
+			ev.ID = evID
+			s.announce(ctx, ev)
+			return op, nil
 		case errors.Is(err, ErrPreconditionFailed) && attempt < maxPutAttempts:
 			continue
 		default:
-			return nil, nil, fmt.Errorf("provisioning: write registration of %q: %w", adm.RegistrationID, err)
+			return nil, fmt.Errorf("provisioning: write registration of %q: %w", adm.RegistrationID, err)
 		}
 	}
+}
+
+// commitSeparately is the commit for stores that cannot commit in one
+// step: three writes, not atomic. CreateOnly degrades to an unconditional
+// write (PutRegistration has no create-only mode), and a failed event
+// append is logged, not returned, as Refused does.
+func (s *Service) commitSeparately(ctx context.Context, c *RegistrationCommit) (*RegistrationState, string, error) {
+	stored, err := s.regs.PutRegistration(ctx, c.Record, c.IfMatch)
+	if err != nil {
+		return nil, "", err
+	}
+	op := *c.Operation
+	op.Result = stored
+	if err := s.ops.PutOperation(ctx, &op); err != nil {
+		return nil, "", fmt.Errorf("store operation: %w", err)
+	}
+	id, err := s.events.AppendEvent(ctx, c.Event)
+	if err != nil {
+		s.log.Error("event log append failed; the event is only published live",
+			"type", c.Event.Type, "registrationId", c.Event.RegistrationID, "error", err)
+	}
+	return stored, id, nil
 }
 
 // allocate builds the new registration record from the previous one (nil
@@ -339,6 +376,18 @@ func (s *Service) record(ctx context.Context, ev *Event) {
 	if ev.Node == "" {
 		ev.Node = s.node
 	}
+	id, err := s.events.AppendEvent(ctx, ev)
+	if err != nil {
+		s.log.Error("event log append failed; the event is only published live",
+			"type", ev.Type, "registrationId", ev.RegistrationID, "error", err)
+	} else {
+		ev.ID = id
+	}
+	s.announce(ctx, ev)
+}
+
+// announce logs and publishes an event that is already in the log.
+func (s *Service) announce(ctx context.Context, ev *Event) {
 	attrs := []any{
 		"type", ev.Type, "registrationId", ev.RegistrationID,
 		"attestation", ev.AttestationType,
@@ -356,14 +405,6 @@ func (s *Service) record(ctx context.Context, ev *Event) {
 		attrs = append(attrs, "explanation", ev.Explanation)
 	}
 	s.log.Log(ctx, levelOf(ev.Type), "provisioning "+string(ev.Type), attrs...)
-
-	id, err := s.events.AppendEvent(ctx, ev)
-	if err != nil {
-		s.log.Error("event log append failed; the event is only published live",
-			"type", ev.Type, "registrationId", ev.RegistrationID, "error", err)
-	} else {
-		ev.ID = id
-	}
 	if s.publish != nil {
 		s.publish(ev)
 	}

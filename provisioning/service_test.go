@@ -3,9 +3,13 @@ package provisioning_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,6 +300,105 @@ func TestRefusedRecordsEvent(t *testing.T) {
 	}
 }
 
+// countingStore counts the writes that reach the store.
+type countingStore struct {
+	*bolt.Store
+	puts, ops, events, commits atomic.Int64
+}
+
+func (c *countingStore) PutRegistration(ctx context.Context, r *provisioning.RegistrationState, ifMatch string) (*provisioning.RegistrationState, error) {
+	c.puts.Add(1)
+	return c.Store.PutRegistration(ctx, r, ifMatch)
+}
+
+func (c *countingStore) PutOperation(ctx context.Context, op *provisioning.Operation) error {
+	c.ops.Add(1)
+	return c.Store.PutOperation(ctx, op)
+}
+
+func (c *countingStore) AppendEvent(ctx context.Context, ev *provisioning.Event) (string, error) {
+	c.events.Add(1)
+	return c.Store.AppendEvent(ctx, ev)
+}
+
+func (c *countingStore) CommitRegistration(ctx context.Context, rc *provisioning.RegistrationCommit) (*provisioning.RegistrationState, string, error) {
+	c.commits.Add(1)
+	return c.Store.CommitRegistration(ctx, rc)
+}
+
+func (c *countingStore) writes() [4]int64 {
+	return [4]int64{c.commits.Load(), c.puts.Load(), c.ops.Load(), c.events.Load()}
+}
+
+// Hiding wrappers: embedding only the interface drops CommitRegistration.
+type (
+	plainRegs   struct{ provisioning.RegistrationStore }
+	plainOps    struct{ provisioning.OperationStore }
+	plainEvents struct{ provisioning.EventLog }
+)
+
+func TestRegisterStoreWrites(t *testing.T) {
+	ctx := context.Background()
+	alloc, err := provisioning.NewAllocator([]provisioning.Hub{{HostName: "hub-a.example.net"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "dps.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	// [commits, record puts, operation puts, event appends] per Register.
+	for _, tc := range []struct {
+		name string
+		opts func(c *countingStore) provisioning.ServiceOptions
+		want [4]int64
+	}{
+		{"one store: one commit", func(c *countingStore) provisioning.ServiceOptions {
+			return provisioning.ServiceOptions{Registrations: c, Operations: c, Events: c}
+		}, [4]int64{1, 0, 0, 0}},
+		{"stores without a commit: three writes", func(c *countingStore) provisioning.ServiceOptions {
+			return provisioning.ServiceOptions{Registrations: plainRegs{c}, Operations: plainOps{c}, Events: plainEvents{c}}
+		}, [4]int64{0, 1, 1, 1}},
+		{"different stores: three writes", func(c *countingStore) provisioning.ServiceOptions {
+			return provisioning.ServiceOptions{Registrations: c, Operations: plainOps{c}, Events: c}
+		}, [4]int64{0, 1, 1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &countingStore{Store: st}
+			opts := tc.opts(c)
+			opts.Allocator = alloc
+			svc, err := provisioning.NewService(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			regID := "dev-w-" + strings.ReplaceAll(tc.name, " ", "-")
+			for round := range 3 {
+				before := c.writes()
+				op, err := svc.Register(ctx, groupAdmission(regID, "g", provisioning.EnrollmentPolicy{}), nil)
+				if err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				after := c.writes()
+				var got [4]int64
+				for i := range got {
+					got[i] = after[i] - before[i]
+				}
+				if got != tc.want {
+					t.Errorf("round %d: writes [commit put op event] = %v, want %v", round, got, tc.want)
+				}
+				stored, err := st.GetOperation(ctx, op.OperationID)
+				if err != nil {
+					t.Fatalf("round %d: GetOperation: %v", round, err)
+				}
+				if stored.Result == nil || stored.Result.ETag != op.Result.ETag || op.Result.ETag == "" {
+					t.Errorf("round %d: stored operation result %+v, returned %+v", round, stored.Result, op.Result)
+				}
+			}
+		})
+	}
+}
+
 func TestNewOperationIDUnique(t *testing.T) {
 	seen := make(map[string]bool)
 	for range 1000 {
@@ -310,23 +413,56 @@ func TestNewOperationIDUnique(t *testing.T) {
 	}
 }
 
+// BenchmarkRegister measures Service.Register on the embedded store with
+// durable commits (fsync on), as the broker runs it: "serial" is one device
+// at a time (the latency of one registration), "parallel" keeps 32
+// registrations in flight (a fleet connecting), where commits can share an
+// fsync. Every iteration registers a device not seen before.
 func BenchmarkRegister(b *testing.B) {
-	st, err := bolt.Open(filepath.Join(b.TempDir(), "dps.db"), bolt.Options{})
-	if err != nil {
-		b.Fatal(err)
+	for _, bc := range []struct {
+		name        string
+		parallelism int
+	}{{"serial", 0}, {"parallel", 16}} {
+		b.Run(bc.name, func(b *testing.B) {
+			st, err := bolt.Open(filepath.Join(b.TempDir(), "dps.db"), bolt.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			benchRegister(b, st, bc.parallelism)
+		})
 	}
-	defer st.Close()
+}
+
+// benchRegister runs Register on st with unique registration IDs: serially
+// when parallelism is 0, else with parallelism*GOMAXPROCS goroutines.
+func benchRegister(b *testing.B, st provisioning.Store, parallelism int) {
+	b.Helper()
 	alloc, _ := provisioning.NewAllocator([]provisioning.Hub{{HostName: "hub-a.example.net"}, {HostName: "hub-b.example.net"}})
-	svc, err := provisioning.NewService(provisioning.ServiceOptions{Registrations: st, Operations: st, Events: st, Allocator: alloc})
+	svc, err := provisioning.NewService(provisioning.ServiceOptions{Registrations: st, Operations: st, Events: st, Allocator: alloc,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	adm := groupAdmission("dev-bench", "g", provisioning.EnrollmentPolicy{})
 	ctx := context.Background()
-	b.ResetTimer()
-	for b.Loop() {
+	var seq atomic.Int64
+	register := func() {
+		adm := groupAdmission(fmt.Sprintf("dev-bench-%d", seq.Add(1)), "g", provisioning.EnrollmentPolicy{})
 		if _, err := svc.Register(ctx, adm, nil); err != nil {
-			b.Fatal(err)
+			b.Error(err)
 		}
 	}
+	b.ReportAllocs()
+	if parallelism == 0 {
+		for b.Loop() {
+			register()
+		}
+		return
+	}
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			register()
+		}
+	})
 }
