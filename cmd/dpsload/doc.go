@@ -73,25 +73,38 @@
 //
 // # Examples
 //
-// Embedded store (a development broker; the dev PKI and the admin token
-// are in .dpsbroker):
+// Embedded store: a development broker (its first run writes the dev PKI
+// to .dpsbroker/pki and the admin token to .dpsbroker/admin-token), then
+// three interleaved rounds of baseline and broker, 10 s each, polling at
+// once instead of waiting the 3 s retry-after:
 //
-//	dpsbroker --key-exchange default &
+//	dpsbroker --mqtt-addr 127.0.0.1:8883 --ws-addr '' --http-addr 127.0.0.1:8080 &
 //	export DPSLOAD_ADMIN_TOKEN=$(cat .dpsbroker/admin-token)
 //	dpsload --broker 127.0.0.1:8883 --ca-file .dpsbroker/pki/root.pem \
 //	    --admin https://127.0.0.1:8443 --server-pid $(pgrep -n dpsbroker) \
-//	    -c 16 --duration 10s --poll-after 0 --compare --rounds 3 --out result.json
+//	    --baseline-tls-cert .dpsbroker/pki/server.pem --baseline-tls-key .dpsbroker/pki/server.key \
+//	    -c 16 --duration 10s --poll-after 0 --compare --rounds 3 --idle-wait 20s --out embedded.json
 //
-// Redis (two brokers on one Redis, round-robin; Redis CPU counted as
-// server CPU):
+// Instead of --admin, the dev PKI's own devices CA (enrolled as group
+// "dev-devices") works too: --ca-cert .dpsbroker/pki/devices-ca.pem
+// --ca-key .dpsbroker/pki/devices-ca.key. Instead of --server-pid,
+// --metrics http://127.0.0.1:8080/metrics reads the same figures from the
+// broker's Prometheus endpoint.
 //
-//	redis-server --port 6390 --save '' --appendonly no &
-//	dpsbroker --redis-addr 127.0.0.1:6390 --data-dir a --mqtt-addr 127.0.0.1:8883 ... &
-//	dpsbroker --redis-addr 127.0.0.1:6390 --data-dir b --mqtt-addr 127.0.0.1:8885 ... &
-//	dpsload --broker 127.0.0.1:8883 --broker 127.0.0.1:8885 --ca-file root.pem \
+// Redis: two brokers sharing one Redis (and one server certificate), load
+// spread round-robin, Redis's CPU counted as server CPU:
+//
+//	redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no &
+//	dpsbroker --redis-addr 127.0.0.1:6390 --data-dir a --mqtt-addr 127.0.0.1:8883 \
+//	    --ws-addr '' --http-addr 127.0.0.1:8080 &
+//	dpsbroker --redis-addr 127.0.0.1:6390 --data-dir b --mqtt-addr 127.0.0.1:8885 \
+//	    --ws-addr '' --http-addr 127.0.0.1:8081 --admin-addr '' \
+//	    --tls-cert a/pki/server.pem --tls-key a/pki/server.key &
+//	DPSLOAD_ADMIN_TOKEN=$(cat a/admin-token) dpsload \
+//	    --broker 127.0.0.1:8883 --broker 127.0.0.1:8885 --ca-file a/pki/root.pem \
 //	    --admin https://127.0.0.1:8443 \
 //	    --server-pid $PID_A --server-pid $PID_B --server-pid $(pgrep -n redis-server) \
-//	    -c 32 --duration 10s --poll-after 0 --out redis.json
+//	    -c 32 --duration 10s --poll-after 0 --compare --out redis.json
 //
 // Open loop at 500 provisionings/s for 20 s with MQTT 5, X25519 only and
 // TLS resumption:

@@ -194,7 +194,7 @@ func (r *runner) progress(start time.Time, stop <-chan struct{}, done chan<- str
 			s.intOK, s.intErr = 0, 0
 			s.interval.Reset()
 			phase := "measure"
-			if now.Before(s.windowStart) {
+			if last.Before(s.windowStart) { // the second that just ended began in the warmup
 				phase = "warmup"
 			}
 			totalOK, totalErr := s.totalOK, s.totalErr
