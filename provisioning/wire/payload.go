@@ -51,10 +51,31 @@ const (
 // TPMAttestation is the "tpm" object of a register request: base64 of the
 // marshalled TPM2B_PUBLIC of the endorsement key and of the storage root
 // key. Sent by TPM devices.
+//
+// The other fields are dpsbroker's extensions of TPM attestation over MQTT
+// (Azure has none of them):
+//   - SASToken answers the 401 challenge in the second register request
+//     on the same connection: the SAS token signed with the imported key
+//     ("SharedAccessSignature sr=...").
+//   - EndorsementKeyCertificate is base64 DER of the EK certificate, and
+//     EndorsementKeyCertificateChain the base64 DER of intermediates up to
+//     the manufacturer CA, for TPM enrollment groups.
 type TPMAttestation struct {
-	EndorsementKey string `json:"endorsementKey"`
-	StorageRootKey string `json:"storageRootKey,omitempty"`
+	EndorsementKey                 string   `json:"endorsementKey"`
+	StorageRootKey                 string   `json:"storageRootKey,omitempty"`
+	SASToken                       string   `json:"sasToken,omitempty"`
+	EndorsementKeyCertificate      string   `json:"endorsementKeyCertificate,omitempty"`
+	EndorsementKeyCertificateChain []string `json:"endorsementKeyCertificateChain,omitempty"`
 }
+
+// Limits of the TPM extension fields. A SAS token is capped like the
+// symmetric-key ones (provisioning/sas.MaxTokenLen); EK certificates are
+// 1-2 KB, and manufacturer chains are two or three certificates deep.
+const (
+	MaxSASTokenLen       = 2048
+	MaxEKCertificateLen  = 8192 // base64 characters
+	MaxEKCertificateDeep = 4    // intermediates in EndorsementKeyCertificateChain
+)
 
 // RegisterRequest is the body of a register request (DPS
 // DeviceRegistration). Sent by the device.
@@ -147,8 +168,34 @@ func DecodeRegisterRequest(body []byte) (*RegisterRequest, error) {
 		if req.TPM.StorageRootKey != "" && !isBase64(req.TPM.StorageRootKey) {
 			return nil, payloadErr("tpm.storageRootKey", "not base64")
 		}
+		if len(req.TPM.SASToken) > MaxSASTokenLen {
+			return nil, payloadErr("tpm.sasToken", "longer than "+strconv.Itoa(MaxSASTokenLen)+" bytes")
+		}
+		if err := checkEKCertificates(req.TPM); err != nil {
+			return nil, err
+		}
 	}
 	return req, nil
+}
+
+// checkEKCertificates bounds the EK certificate fields; their content is
+// the attestation's business.
+func checkEKCertificates(t *TPMAttestation) *PayloadError {
+	if c := t.EndorsementKeyCertificate; c != "" && (len(c) > MaxEKCertificateLen || !isBase64(c)) {
+		return payloadErr("tpm.endorsementKeyCertificate", "not base64 of at most "+strconv.Itoa(MaxEKCertificateLen)+" characters")
+	}
+	if len(t.EndorsementKeyCertificateChain) > 0 && t.EndorsementKeyCertificate == "" {
+		return payloadErr("tpm.endorsementKeyCertificateChain", "sent without endorsementKeyCertificate")
+	}
+	if len(t.EndorsementKeyCertificateChain) > MaxEKCertificateDeep {
+		return payloadErr("tpm.endorsementKeyCertificateChain", "more than "+strconv.Itoa(MaxEKCertificateDeep)+" certificates")
+	}
+	for i, c := range t.EndorsementKeyCertificateChain {
+		if c == "" || len(c) > MaxEKCertificateLen || !isBase64(c) {
+			return payloadErr("tpm.endorsementKeyCertificateChain["+strconv.Itoa(i)+"]", "not base64 of at most "+strconv.Itoa(MaxEKCertificateLen)+" characters")
+		}
+	}
+	return nil
 }
 
 func syntaxErr(b []byte) *PayloadError {
