@@ -54,7 +54,7 @@ func (e *Evaluator) checkLeaf(leaf *x509.Certificate, now time.Time) (Reason, st
 // depth of the chain (the leaf is 0, its issuer 1). The constraint checks
 // are repeated on every decision (they are cheap and depend on the clock
 // and the position); only the signature verification is cached.
-func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, parent *x509.Certificate, parentHash [32]byte, depth int, now time.Time, budget *int) (Reason, string) {
+func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, parent *x509.Certificate, parentHash [32]byte, depth int, now time.Time, budget *int, p purpose) (Reason, string) {
 	if r, why := e.checkValidity(parent, "CA certificate", now); r != "" {
 		return r, why
 	}
@@ -73,7 +73,11 @@ func (e *Evaluator) checkLink(child *x509.Certificate, childHash [32]byte, paren
 	if parent.MaxPathLen >= 0 && depth-1 > parent.MaxPathLen {
 		return ReasonPathLength, fmt.Sprintf("CA certificate %q allows %d intermediate CA(s) below it, the chain has %d", parent.Subject, parent.MaxPathLen, depth-1)
 	}
-	if !allowsClientAuth(parent) {
+	if p == purposeEK {
+		if !allowsEK(parent) {
+			return ReasonKeyUsage, fmt.Sprintf("CA certificate %q restricts extended key usage and leaves out tcg-kp-EKCertificate", parent.Subject)
+		}
+	} else if !allowsClientAuth(parent) {
 		return ReasonMissingClientAuth, fmt.Sprintf("CA certificate %q restricts extended key usage and leaves out clientAuth", parent.Subject)
 	}
 	if p := keyProblem(parent.PublicKey); p != "" {

@@ -27,6 +27,11 @@
 //     refuses. Nothing found refuses. The enrolled certificate is the trust
 //     anchor, so nothing above it is looked at.
 //
+// DecideEKChain runs the group walk of step 3 for a TPM endorsement key
+// certificate instead of a TLS client certificate, over TPM enrollment
+// groups only (attestation type tpm, keyed by a manufacturer CA); see its
+// documentation for the rules that differ.
+//
 // Decide returns a Decision whose Explanation says which entry and which
 // certificate decided and why; refusals carry a typed Reason and the DPS
 // error code. Decide returns an error only when the enrollments could not

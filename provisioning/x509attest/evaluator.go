@@ -78,6 +78,10 @@ type Evaluator struct {
 	parse  *parseCache
 	names  nameCache
 	groups atomic.Pointer[groupIndex]
+	// tpmGroups indexes the TPM groups (keyed by a manufacturer CA) for
+	// DecideEKChain, apart from the X.509 groups so that neither kind of
+	// group can ever admit the other kind of device.
+	tpmGroups atomic.Pointer[groupIndex]
 }
 
 // New returns an Evaluator reading enrollments from src.
@@ -168,12 +172,12 @@ func (e *Evaluator) Decide(ctx context.Context, chain []*x509.Certificate) (*Dec
 	if err != nil {
 		return nil, fmt.Errorf("x509attest: list enrollment groups: %w", err)
 	}
-	ix := e.index(groups)
+	ix := e.index(groups, provisioning.AttestationX509, &e.groups)
 	extra, err := e.resolveCARefs(ctx, ix)
 	if err != nil {
 		return nil, err
 	}
-	return e.walk(d, chain, leafHash, ix, extra, now), nil
+	return e.walk(d, chain, leafHash, ix, extra, now, purposeClientAuth), nil
 }
 
 func decideIndividual(d *Decision, enr *provisioning.IndividualEnrollment, leafHash [32]byte) *Decision {
@@ -225,7 +229,7 @@ func matchClientCertificate(enr *provisioning.IndividualEnrollment, leafHash [32
 // a time, and stops at the first certificate an enrollment group
 // references. Links above that certificate are never looked at: the
 // enrolled certificate is the trust anchor.
-func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]byte, ix *groupIndex, extra []*anchor, now time.Time) *Decision {
+func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]byte, ix *groupIndex, extra []*anchor, now time.Time, p purpose) *Decision {
 	var pathBuf [16]*x509.Certificate
 	var hashBuf [16][32]byte
 	path := append(pathBuf[:0], chain[0])
@@ -239,7 +243,7 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 		if len(path) > e.maxChain {
 			return d.refuse(ReasonChainTooLong, fmt.Sprintf("no enrolled certificate within %d certificates above %q", e.maxChain, d.RegistrationID))
 		}
-		parent, parentHash, r, why := e.findParent(cur, curHash, len(path), chain[1:], ix, extra, hashes, now, &budget)
+		parent, parentHash, r, why := e.findParent(cur, curHash, len(path), chain[1:], ix, extra, hashes, now, &budget, p)
 		if parent == nil {
 			if r != "" {
 				return d.refuse(r, why)
@@ -274,7 +278,7 @@ func (e *Evaluator) walk(d *Decision, chain []*x509.Certificate, leafHash [32]by
 // presented intermediates first, then enrolled certificates. When
 // candidates exist but none verifies, it returns the first failure.
 func (e *Evaluator) findParent(cur *x509.Certificate, curHash [32]byte, depth int, presented []*x509.Certificate,
-	ix *groupIndex, extra []*anchor, seen [][32]byte, now time.Time, budget *int,
+	ix *groupIndex, extra []*anchor, seen [][32]byte, now time.Time, budget *int, p purpose,
 ) (parent *x509.Certificate, parentHash [32]byte, r Reason, why string) {
 	try := func(c *x509.Certificate, h [32]byte) bool {
 		for _, s := range seen {
@@ -282,7 +286,7 @@ func (e *Evaluator) findParent(cur *x509.Certificate, curHash [32]byte, depth in
 				return false // a loop of cross-signed certificates
 			}
 		}
-		lr, lwhy := e.checkLink(cur, curHash, c, h, depth, now, budget)
+		lr, lwhy := e.checkLink(cur, curHash, c, h, depth, now, budget, p)
 		if lr == "" {
 			parent, parentHash = c, h
 			return true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 )
@@ -56,8 +57,10 @@ func (ix *groupIndex) matches(groups []*provisioning.EnrollmentGroup) bool {
 	return len(groups) == 0 || &groups[0] == ix.first
 }
 
-func (e *Evaluator) index(groups []*provisioning.EnrollmentGroup) *groupIndex {
-	if ix := e.groups.Load(); ix != nil && ix.matches(groups) {
+// index returns the index of the groups of attestation type typ that hold
+// certificates, cached in slot for this snapshot.
+func (e *Evaluator) index(groups []*provisioning.EnrollmentGroup, typ provisioning.AttestationType, slot *atomic.Pointer[groupIndex]) *groupIndex {
+	if ix := slot.Load(); ix != nil && ix.matches(groups) {
 		return ix
 	}
 	ix := &groupIndex{
@@ -69,8 +72,8 @@ func (e *Evaluator) index(groups []*provisioning.EnrollmentGroup) *groupIndex {
 		ix.first = &groups[0]
 	}
 	for _, g := range groups {
-		if g == nil || g.Attestation.Type != provisioning.AttestationX509 || g.Attestation.X509 == nil {
-			continue // symmetric-key and TPM groups are not ours
+		if g == nil || g.Attestation.Type != typ || g.Attestation.X509 == nil {
+			continue // symmetric-key groups, and groups of the other kind
 		}
 		x := g.Attestation.X509
 		if sc := x.SigningCertificates; sc != nil {
@@ -89,7 +92,7 @@ func (e *Evaluator) index(groups []*provisioning.EnrollmentGroup) *groupIndex {
 			}
 		}
 	}
-	e.groups.Store(ix)
+	slot.Store(ix)
 	return ix
 }
 
