@@ -210,10 +210,36 @@ func (e *IndividualEnrollment) Validate() error {
 }
 
 // groupAttestationValidators says which attestation types a group may use.
-// Adding TPM groups (keyed by a manufacturer CA) means adding an entry here.
 var groupAttestationValidators = map[AttestationType]func(v *ValidationError, a *AttestationMechanism){
-	AttestationX509:         func(v *ValidationError, a *AttestationMechanism) { validateGroupX509(v, a.X509) },
-	AttestationSymmetricKey: func(v *ValidationError, a *AttestationMechanism) { validateSymmetricKeys(v, a.SymmetricKey) },
+	AttestationX509:         func(v *ValidationError, a *AttestationMechanism) { v.onlySubObject(a); validateGroupX509(v, a.X509) },
+	AttestationSymmetricKey: func(v *ValidationError, a *AttestationMechanism) { v.onlySubObject(a); validateSymmetricKeys(v, a.SymmetricKey) },
+	AttestationTPM:          validateTPMGroup,
+}
+
+// validateTPMGroup checks a TPM enrollment group, dpsbroker's extension:
+// Azure has no TPM groups. Such a group is keyed by the manufacturer CA that
+// issues the devices' EK certificates, named exactly as an X.509 group
+// names its CA, in the x509 sub-object:
+//
+//	{"enrollmentGroupId": "contoso-tpms",
+//	 "attestation": {"type": "tpm",
+//	   "x509": {"signingCertificates": {"primary": {"certificate": "-----BEGIN CERTIFICATE-----..."}}}}}
+//
+// or "x509": {"caReferences": {"primary": "<uploaded CA name>"}}. The tpm
+// sub-object (an EK) belongs to individual enrollments and must be absent.
+// A device is admitted when its EK certificate chains to that CA.
+func validateTPMGroup(v *ValidationError, a *AttestationMechanism) {
+	if a.TPM != nil {
+		v.add("attestation.tpm", "must be absent in a group: a TPM group names its manufacturer CA in attestation.x509 (signingCertificates or caReferences)")
+	}
+	if a.SymmetricKey != nil {
+		v.add("attestation.symmetricKey", "must be absent when attestation.type is tpm")
+	}
+	if a.X509 == nil {
+		v.add("attestation.x509", "is required in a TPM group: the manufacturer CA of the devices' EK certificates (signingCertificates or caReferences)")
+		return
+	}
+	validateGroupX509(v, a.X509)
 }
 
 // Validate checks every field of an enrollment group and reports all
@@ -226,14 +252,13 @@ func (g *EnrollmentGroup) Validate() error {
 	a := &g.Attestation
 	switch check, ok := groupAttestationValidators[a.Type]; {
 	case ok:
-		v.onlySubObject(a)
 		check(v, a)
 	case a.Type == "":
-		v.add("attestation.type", "is required (x509 or symmetricKey)")
-	case a.Type == AttestationTPM || a.Type == AttestationNone:
-		v.add("attestation.type", "%s is not supported for enrollment groups; use x509 or symmetricKey", a.Type)
+		v.add("attestation.type", "is required (x509, symmetricKey or tpm)")
+	case a.Type == AttestationNone:
+		v.add("attestation.type", "%s is not supported for enrollment groups; use x509, symmetricKey or tpm", a.Type)
 	default:
-		v.add("attestation.type", "unknown attestation type %q; allowed for groups are x509 and symmetricKey", a.Type)
+		v.add("attestation.type", "unknown attestation type %q; allowed for groups are x509, symmetricKey and tpm", a.Type)
 	}
 	validatePolicy(v, &g.EnrollmentPolicy)
 	return v.err()

@@ -244,9 +244,27 @@ func TestEnrollmentGroupValidate(t *testing.T) {
 			fields: []string{"enrollmentGroupId"}, msgs: []string{"enrollment group ID has character '/'"}},
 		{name: "group ID too long", base: sym, mutate: func(g *EnrollmentGroup) { g.EnrollmentGroupID = strings.Repeat("g", 129) },
 			fields: []string{"enrollmentGroupId"}},
-		{name: "tpm not for groups", base: sym, mutate: func(g *EnrollmentGroup) {
+		{name: "tpm group by manufacturer CA ok", base: signing, mutate: func(g *EnrollmentGroup) {
+			g.Attestation.Type = AttestationTPM
+		}},
+		{name: "tpm group by CA reference ok", base: refs, mutate: func(g *EnrollmentGroup) {
+			g.Attestation.Type = AttestationTPM
+		}},
+		{name: "tpm group with an EK", base: signing, mutate: func(g *EnrollmentGroup) {
+			g.Attestation.Type = AttestationTPM
+			g.Attestation.TPM = &TPMAttestation{EndorsementKey: key32}
+		}, fields: []string{"attestation.tpm"}, msgs: []string{"must be absent in a group"}},
+		{name: "tpm group without CA", base: sym, mutate: func(g *EnrollmentGroup) {
 			g.Attestation = AttestationMechanism{Type: AttestationTPM, TPM: &TPMAttestation{EndorsementKey: key32}}
-		}, fields: []string{"attestation.type"}, msgs: []string{"not supported for enrollment groups"}},
+		}, fields: []string{"attestation.tpm", "attestation.x509"}, msgs: []string{"must be absent", "manufacturer CA"}},
+		{name: "tpm group with a symmetric key", base: signing, mutate: func(g *EnrollmentGroup) {
+			g.Attestation.Type = AttestationTPM
+			g.Attestation.SymmetricKey = &SymmetricKeyAttestation{PrimaryKey: key64}
+		}, fields: []string{"attestation.symmetricKey"}},
+		{name: "tpm group CA not a CA", base: signing, mutate: func(g *EnrollmentGroup) {
+			g.Attestation.Type = AttestationTPM
+			g.Attestation.X509.SigningCertificates.Primary = certField(k.leaf)
+		}, fields: []string{sc + ".primary.certificate"}, msgs: []string{"CA:TRUE"}},
 		{name: "none not for groups", base: sym, mutate: func(g *EnrollmentGroup) {
 			g.Attestation = AttestationMechanism{Type: AttestationNone}
 			g.ProvisioningStatus = StatusDisabled
