@@ -192,3 +192,10 @@ func (s *meteredStore) ReadEvents(ctx context.Context, afterID string, limit int
 	s.done("read_events", start, err)
 	return evs, err
 }
+
+func (s *meteredStore) CommitRegistration(ctx context.Context, c *provisioning.RegistrationCommit) (*provisioning.RegistrationState, string, error) {
+	start := time.Now()
+	stored, id, err := s.Store.CommitRegistration(ctx, c)
+	s.done("commit_registration", start, err)
+	return stored, id, err
+}
