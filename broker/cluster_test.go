@@ -133,3 +133,53 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("shutdown did not finish after the last session ended")
 	}
 }
+
+// TestLiveSessionsFollowChanges: live sessions are cut exactly when a
+// change makes the seed rules refuse their device, and kept otherwise.
+func TestLiveSessionsFollowChanges(t *testing.T) {
+	b := brokertest.New(t)
+	factory := b.EnrollGroup(t, "factory")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dev1, dev2 := b.MintDevice(t, factory, "live-1"), b.MintDevice(t, factory, "live-2")
+	s1, err := b.Connect(ctx, dev1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := b.Connect(ctx, dev2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	alive := func(name string, s *brokertest.Session) {
+		t.Helper()
+		// Longer than the broker's coalescing of change bursts, so that a
+		// wrong disconnect would have happened by now.
+		time.Sleep(300 * time.Millisecond)
+		if st, err := s.Register(ctx); err != nil || st.Status != wire.StatusAssigned {
+			t.Fatalf("%s: %+v, %v; want the session kept", name, st, err)
+		}
+	}
+	gone := func(name string, s *brokertest.Session) {
+		t.Helper()
+		select {
+		case <-s.Disconnected:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: session not disconnected", name)
+		}
+	}
+
+	b.SetGroupEnabled(t, "factory", true) // a rewrite that changes nothing
+	alive("after a benign group write", s1)
+	// A disabled group above an enabled one: the first enrolled
+	// certificate walking up from the leaf decides, so nothing changes.
+	b.EnrollGroup(t, "root", brokertest.GroupCA(b.DeviceRoot), brokertest.GroupDisabled())
+	alive("after a disabled group on the root", s1)
+	b.DisableDevice(t, dev2)
+	gone("live-2 after its individual enrollment was disabled", s2)
+	alive("live-1 after live-2 was disabled", s1)
+	b.DisableGroup(t, "factory")
+	gone("live-1 after its group was disabled", s1)
+}
