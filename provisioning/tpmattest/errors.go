@@ -20,6 +20,9 @@ const (
 	// CodeMalformedChallenge: a stored challenge or an authenticationKey
 	// blob does not decode. On the server this is a store fault.
 	CodeMalformedChallenge = 400012
+	// CodeMalformedEKCertificate: tpm.endorsementKeyCertificate (or an
+	// entry of its chain) is not base64 of a DER X.509 certificate.
+	CodeMalformedEKCertificate = 400013
 	// CodeBadSAS: the SAS token is malformed, names another resource, does
 	// not verify under the challenge key, or has expired.
 	CodeBadSAS = 401000
