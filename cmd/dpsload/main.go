@@ -292,7 +292,7 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 	}
 	file.Summary = summarize(file.Runs)
 	if o.compare && runErr == nil {
-		file.Compare = compare(file.Summary)
+		file.Compare = compare(file.Summary, file.Runs)
 		printComparison(stdout, file.Compare)
 	}
 	if o.out != "" {
@@ -529,7 +529,9 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// Comparison is target over baseline, each side's median over its runs.
+// Comparison is target over baseline: the ratio of each side's median
+// over its runs, and the ratios paired within each round, which drift
+// with the host less (perf-baselines.md, table R).
 type Comparison struct {
 	Rounds int `json:"rounds"`
 	// RateRatio < 1: the target provisions that fraction of the baseline's rate.
@@ -539,26 +541,69 @@ type Comparison struct {
 	ServerCPURatio float64 `json:"serverCpuRatio,omitempty"`
 	P50Ratio       float64 `json:"p50Ratio"`
 	P99Ratio       float64 `json:"p99Ratio"`
+	// Paired ratios per round, and their medians over all rounds and over
+	// the rounds where neither run was noisy.
+	PairedRate           []float64 `json:"pairedRateRatios"`
+	PairedServerCPU      []float64 `json:"pairedServerCpuRatios,omitempty"`
+	PairedRateMedian     float64   `json:"pairedRateRatioMedian"`
+	PairedCPUMedian      float64   `json:"pairedServerCpuRatioMedian,omitempty"`
+	CleanRounds          int       `json:"cleanRounds"`
+	CleanRateMedian      float64   `json:"cleanPairedRateRatioMedian,omitempty"`
+	CleanServerCPUMedian float64   `json:"cleanPairedServerCpuRatioMedian,omitempty"`
 }
 
-func compare(s map[string]Stats) *Comparison {
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func compare(s map[string]Stats, runs []*load.Result) *Comparison {
 	b, t := s["baseline"], s["target"]
 	c := &Comparison{Rounds: min(b.Runs, t.Runs)}
-	div := func(a, b float64) float64 {
-		if b == 0 {
-			return 0
-		}
-		return a / b
-	}
 	c.RateRatio = div(t.Rate[1], b.Rate[1])
 	c.ServerCPURatio = div(t.ServerCPUUs, b.ServerCPUUs)
 	c.P50Ratio, c.P99Ratio = div(t.P50Ms, b.P50Ms), div(t.P99Ms, b.P99Ms)
+
+	rounds := map[int]map[string]*load.Result{}
+	for _, r := range runs {
+		if rounds[r.Round] == nil {
+			rounds[r.Round] = map[string]*load.Result{}
+		}
+		rounds[r.Round][r.Label] = r
+	}
+	var cleanRate, cleanCPU []float64
+	for round := 1; round <= c.Rounds; round++ {
+		br, tr := rounds[round]["baseline"], rounds[round]["target"]
+		if br == nil || tr == nil {
+			continue
+		}
+		rate := div(tr.Rate, br.Rate)
+		c.PairedRate = append(c.PairedRate, rate)
+		clean := !br.Machine.Noisy && !tr.Machine.Noisy
+		if clean {
+			c.CleanRounds++
+			cleanRate = append(cleanRate, rate)
+		}
+		if br.Server != nil && tr.Server != nil && br.Server.Error == "" && tr.Server.Error == "" {
+			cpu := div(tr.Server.PerRegistrationUs, br.Server.PerRegistrationUs)
+			c.PairedServerCPU = append(c.PairedServerCPU, cpu)
+			if clean {
+				cleanCPU = append(cleanCPU, cpu)
+			}
+		}
+	}
+	c.PairedRateMedian, c.PairedCPUMedian = median(c.PairedRate), median(c.PairedServerCPU)
+	c.CleanRateMedian, c.CleanServerCPUMedian = median(cleanRate), median(cleanCPU)
 	return c
 }
 
 func printComparison(w io.Writer, c *Comparison) {
-	fmt.Fprintf(w, "compare (%d rounds, ratio of medians, target/baseline): rate %.2fx  server CPU/op %.2fx  p50 %.2fx  p99 %.2fx\n",
+	fmt.Fprintf(w, "compare (%d rounds, target/baseline): ratio of medians: rate %.2fx  server CPU/op %.2fx  p50 %.2fx  p99 %.2fx\n",
 		c.Rounds, c.RateRatio, c.ServerCPURatio, c.P50Ratio, c.P99Ratio)
+	fmt.Fprintf(w, "compare paired per round: rate %.2fx  server CPU/op %.2fx (medians); clean rounds %d: rate %.2fx  server CPU/op %.2fx\n",
+		c.PairedRateMedian, c.PairedCPUMedian, c.CleanRounds, c.CleanRateMedian, c.CleanServerCPUMedian)
 }
 
 // baselineProc is a baseline broker started as a child process, so that

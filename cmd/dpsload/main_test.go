@@ -14,6 +14,7 @@ import (
 
 	"github.com/dpsbroker/dpsbroker/broker/brokertest"
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/baseline"
+	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/load"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
 )
 
@@ -105,7 +106,7 @@ func TestCompareAgainstBrokertest(t *testing.T) {
 	if f.Compare == nil || f.Compare.Rounds != 1 || f.Compare.RateRatio <= 0 {
 		t.Errorf("compare %+v", f.Compare)
 	}
-	if !strings.Contains(stdout, "compare (1 rounds") {
+	if !strings.Contains(stdout, "compare (1 rounds, target/baseline)") {
 		t.Errorf("no comparison line")
 	}
 	for _, a := range f.Args {
@@ -274,5 +275,29 @@ func TestRedactArgs(t *testing.T) {
 	want := []string{"--token", "REDACTED", "-n", "5", "--token=REDACTED", "-token", "REDACTED"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("got %v", got)
+	}
+}
+
+func TestComparePairsRounds(t *testing.T) {
+	res := func(label string, round int, rate, cpu float64, noisy bool) *load.Result {
+		r := &load.Result{Label: label, Round: round, Rate: rate, Server: &load.CPU{PerRegistrationUs: cpu}}
+		r.Machine.Noisy = noisy
+		return r
+	}
+	runs := []*load.Result{
+		res("baseline", 1, 1000, 1000, false), res("target", 1, 800, 1250, false),
+		res("target", 2, 300, 2000, true), res("baseline", 2, 600, 1000, false),
+		res("baseline", 3, 900, 1100, false), res("target", 3, 630, 1650, false),
+	}
+	c := compare(summarize(runs), runs)
+	if c.Rounds != 3 || len(c.PairedRate) != 3 || c.CleanRounds != 2 {
+		t.Fatalf("%+v", c)
+	}
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	if !near(c.PairedRateMedian, 0.7) || !near(c.CleanRateMedian, 0.75) {
+		t.Errorf("paired rate median %v, clean %v", c.PairedRateMedian, c.CleanRateMedian)
+	}
+	if !near(c.CleanServerCPUMedian, 1.375) || !near(c.RateRatio, 630.0/900) {
+		t.Errorf("clean cpu %v, rate ratio %v", c.CleanServerCPUMedian, c.RateRatio)
 	}
 }
