@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/sas"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 	"github.com/dpsbroker/dpsbroker/provisioning/x509attest"
 )
@@ -127,11 +128,21 @@ func (h *DPS) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	cl.Properties.Props.SessionExpiryIntervalFlag = false
 
 	if len(chain) == 0 {
+		s := &session{kind: kindUnauthenticated, registrationID: regID, regKey: provisioning.RegistrationKey(regID)}
+		if len(pk.Connect.Password) > 0 {
+			// Only the syntax is checked now (PROTOCOL.md §1.4): the
+			// token is verified on the register request, where the
+			// device gets a precise 401.
+			if _, err := sas.Parse(string(pk.Connect.Password)); err != nil {
+				return h.refuseDevice(cl, nil, regID, "password is not a SAS token: "+err.Error(), "malformed SAS token")
+			}
+			s.connectSAS = string(pk.Connect.Password)
+		}
 		// Not authenticated yet: give the session a private client ID so
 		// that it cannot take over (disconnect) the session of the device
 		// it claims to be.
 		cl.ID = unauthenticatedClientID(regID)
-		h.sessions.add(cl, &session{kind: kindUnauthenticated, registrationID: regID, regKey: provisioning.RegistrationKey(regID)})
+		h.sessions.add(cl, s)
 		return nil
 	}
 

@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/tpmattest/tpmdecide"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 	"github.com/dpsbroker/dpsbroker/provisioning/x509attest"
 )
@@ -23,6 +24,17 @@ import (
 // not be taken (store down): the hook then fails closed.
 type X509Decider interface {
 	Decide(ctx context.Context, chain []*x509.Certificate) (*x509attest.Decision, error)
+}
+
+// TPMAttester takes both legs of TPM attestation (DESIGN.md §5).
+// *tpmdecide.Attester satisfies it. Refusals are Decisions; an error means
+// the store failed, and the hook answers 503.
+type TPMAttester interface {
+	// Challenge decides the enrollment and issues a challenge (first leg).
+	Challenge(ctx context.Context, registrationID string, t *wire.TPMAttestation) (*tpmdecide.Decision, error)
+	// Answer consumes the pending challenge and verifies the SAS token
+	// signed with the imported key (second leg).
+	Answer(ctx context.Context, idScope, registrationID string, t *wire.TPMAttestation, sasToken string) (*tpmdecide.Decision, error)
 }
 
 // Registrar registers admitted devices and records refusals.
@@ -70,6 +82,9 @@ type Options struct {
 	Decider X509Decider
 	// Registrar registers devices and records refusals (required).
 	Registrar Registrar
+	// TPM takes TPM attestations of devices that connect without a client
+	// certificate; nil answers their register requests 401000.
+	TPM TPMAttester
 	// RetryAfter is sent on every 202 and 429 (DefaultRetryAfter; whole
 	// seconds, at least 1).
 	RetryAfter time.Duration

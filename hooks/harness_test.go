@@ -28,6 +28,7 @@ import (
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
 	"github.com/dpsbroker/dpsbroker/provisioning/store/bolt"
+	"github.com/dpsbroker/dpsbroker/provisioning/tpmattest/tpmdecide"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 	"github.com/dpsbroker/dpsbroker/provisioning/x509attest"
 )
@@ -49,7 +50,7 @@ type env struct {
 	srv      *mqtt.Server
 	dps      *hooks.DPS
 	addr     string
-	store    *bolt.Store
+	store    provisioning.Store
 	decider  *switchDecider
 	serverCA *pkitest.CA
 	svcCA    *pkitest.CA
@@ -74,6 +75,18 @@ func (d *switchDecider) Decide(ctx context.Context, chain []*x509.Certificate) (
 
 func newEnv(t testing.TB, mod ...func(*hooks.Options)) *env {
 	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "dps.db"), bolt.Options{})
+	if err != nil {
+		t.Fatalf("bolt.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return newEnvStore(t, st, mod...)
+}
+
+// newEnvStore is newEnv on the caller's store (which it does not close).
+// TPM attestation is wired with the store as ChallengeStore.
+func newEnvStore(t testing.TB, st provisioning.Store, mod ...func(*hooks.Options)) *env {
+	t.Helper()
 	e := &env{t: t}
 	e.serverCA = pkitest.NewRoot(t, pkitest.Key(pkitest.ECDSAP256))
 	e.svcCA = pkitest.NewRoot(t, pkitest.Key(pkitest.ECDSAP256))
@@ -81,11 +94,6 @@ func newEnv(t testing.TB, mod ...func(*hooks.Options)) *env {
 	e.interA = e.root.Intermediate(t, "Intermediate A", pkitest.Key(pkitest.ECDSAP256))
 	e.interB = e.root.Intermediate(t, "Intermediate B", pkitest.Key(pkitest.ECDSAP256))
 
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "dps.db"), bolt.Options{})
-	if err != nil {
-		t.Fatalf("bolt.Open: %v", err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	e.store = st
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,10 +119,15 @@ func newEnv(t testing.TB, mod ...func(*hooks.Options)) *env {
 		t.Fatal(err)
 	}
 	e.decider = &switchDecider{real: x509attest.New(st, x509attest.Options{Logger: logger})}
+	attester, err := tpmdecide.New(st, tpmdecide.Options{Challenges: st, Groups: e.decider.real})
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := hooks.Options{
 		IDScope:      testScope,
 		Decider:      e.decider,
 		Registrar:    svc,
+		TPM:          attester,
 		ServiceCAs:   e.svcCA.Pool(),
 		ServiceToken: testToken,
 		Logger:       logger,

@@ -98,11 +98,16 @@ func (h *DPS) register(s *session, req wire.Request, body []byte) response {
 			"registrationId of the body differs from the registration ID of the CONNECT username", s, &req)
 	}
 	if s.kind == kindUnauthenticated {
-		// TPM and symmetric-key attestation are checked here once they
-		// exist; until then a device without a certificate cannot prove
-		// anything.
-		return h.errorResponse(wire.ErrorCodeUnauthorized,
-			"Unauthorized: this broker admits X.509 devices only (present a client certificate)", s, &req)
+		if rr.TPM == nil || h.opts.TPM == nil {
+			// Symmetric-key attestation is not implemented: without a
+			// certificate, only a TPM can prove anything.
+			return h.errorResponse(wire.ErrorCodeUnauthorized,
+				"Unauthorized: present a client certificate, or TPM attestation (tpm.endorsementKey)", s, &req)
+		}
+		if ok, wait := s.registers.take(time.Now(), h.opts.PollBurst, h.opts.MinPollInterval); !ok {
+			return h.throttled(wire.ErrorCodeThrottled, "too many register requests", wait, s, &req)
+		}
+		return h.registerTPM(s, req, rr)
 	}
 	if rr.TPM != nil {
 		return h.errorResponse(wire.ErrorCodeBadRequest, "TPM attestation in an X.509 session", s, &req)
@@ -175,15 +180,21 @@ func (h *DPS) poll(s *session, req wire.Request) response {
 			OperationID: op.OperationID, Status: wire.StatusAssigning,
 		})
 	}
+	tpmKey := ""
+	if s.tpmOperation != "" && s.tpmOperation == op.OperationID {
+		tpmKey = s.tpmKey
+	}
 	return h.jsonResponse(200, 0, &wire.RegistrationOperationStatus{
 		OperationID:       op.OperationID,
 		Status:            st,
-		RegistrationState: deviceResult(op.Result, st),
+		RegistrationState: deviceResult(op.Result, st, tpmKey),
 	})
 }
 
 // deviceResult is the device's view of a registration record.
-func deviceResult(r *provisioning.RegistrationState, st wire.Status) *wire.DeviceRegistrationResult {
+// tpmKey is the authenticationKey of a TPM device's answered challenge,
+// "" when unknown.
+func deviceResult(r *provisioning.RegistrationState, st wire.Status, tpmKey string) *wire.DeviceRegistrationResult {
 	if r == nil {
 		return nil
 	}
@@ -207,6 +218,9 @@ func deviceResult(r *provisioning.RegistrationState, st wire.Status) *wire.Devic
 	if st != wire.StatusAssigned {
 		// C wants hub and device ID together, embedded C both or neither.
 		out.AssignedHub, out.DeviceID = "", ""
+	}
+	if r.AttestationType == provisioning.AttestationTPM && st == wire.StatusAssigned && tpmKey != "" {
+		out.TPM = &wire.TPMRegistrationResult{AuthenticationKey: tpmKey}
 	}
 	if r.AttestationType == provisioning.AttestationX509 {
 		out.X509 = &wire.X509RegistrationResult{

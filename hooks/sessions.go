@@ -55,6 +55,15 @@ type session struct {
 
 	registers, polls bucket
 
+	// TPM state of an unauthenticated session, used only on the client's
+	// read goroutine. connectSAS is the SAS token sent as the CONNECT
+	// password: it answers the first TPM register request without
+	// tpm.sasToken, once. tpmOperation and tpmKey are the operation of an
+	// answered challenge and the authenticationKey its final poll returns.
+	connectSAS           string
+	connectSASUsed       bool
+	tpmOperation, tpmKey string
+
 	// established and revoked are guarded by registry.mu.
 	established bool
 	revoked     bool

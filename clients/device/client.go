@@ -56,6 +56,9 @@ func Provision(ctx context.Context, cfg Config) (*wire.DeviceRegistrationResult,
 		if err != nil {
 			return nil, err
 		}
+		if s.TPM != nil {
+			return provisionTPM(ctx, s, log, sess)
+		}
 		res, err := sess.register(ctx)
 		sess.close(ctx, true)
 		return res, err
@@ -72,6 +75,10 @@ type session struct {
 	mu      sync.Mutex
 	waiters map[string]chan response // by $rid
 
+	// acceptChallenge makes exchange return a 401 TPM challenge instead
+	// of an *Error (the first TPM register request).
+	acceptChallenge bool
+
 	lostOnce sync.Once
 	lost     chan struct{} // closed when the connection ends
 	lostErr  error         // set before lost is closed
@@ -87,6 +94,11 @@ type response struct {
 
 // connect dials TLS, sends CONNECT and SUBSCRIBEs the response filter.
 func connect(ctx context.Context, s *settings, log *slog.Logger) (*session, error) {
+	return connectWith(ctx, s, log, "")
+}
+
+// connectWith connects with password as the MQTT password ("" sends none).
+func connectWith(ctx context.Context, s *settings, log *slog.Logger, password string) (*session, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.ConnectTimeout)
 	defer cancel()
 
@@ -101,8 +113,12 @@ func connect(ctx context.Context, s *settings, log *slog.Logger) (*session, erro
 		return nil, fmt.Errorf("device: TLS handshake with %s: %w", s.Broker, err)
 	}
 	st := conn.ConnectionState()
+	chainSent := 0
+	if len(s.tls.Certificates) > 0 {
+		chainSent = len(s.tls.Certificates[0].Certificate)
+	}
 	log.Debug("TLS established", "version", tls.VersionName(st.Version), "server_name", s.tls.ServerName,
-		"chain_sent", len(s.tls.Certificates[0].Certificate))
+		"chain_sent", chainSent)
 
 	sess := &session{
 		s:       s,
@@ -127,14 +143,19 @@ func connect(ctx context.Context, s *settings, log *slog.Logger) (*session, erro
 		OnClientError: func(err error) { sess.connectionLost(fmt.Errorf("%w: %w", ErrConnectionLost, err)) },
 	})
 
-	log.Debug("sending CONNECT", "client_id", s.RegistrationID, "username", s.username, "keepalive", s.KeepAlive)
-	ca, err := sess.pc.Connect(cctx, &paho.Connect{
+	log.Debug("sending CONNECT", "client_id", s.RegistrationID, "username", s.username, "keepalive", s.KeepAlive,
+		"password_len", len(password))
+	cp := &paho.Connect{
 		ClientID:     s.RegistrationID,
 		Username:     s.username,
 		UsernameFlag: true,
 		KeepAlive:    uint16(s.KeepAlive / time.Second),
 		CleanStart:   true,
-	})
+	}
+	if password != "" {
+		cp.Password, cp.PasswordFlag = []byte(password), true
+	}
+	ca, err := sess.pc.Connect(cctx, cp)
 	if err != nil {
 		sess.stopCtx()
 		_ = conn.Close()
@@ -182,6 +203,12 @@ func (sess *session) register(ctx context.Context) (*wire.DeviceRegistrationResu
 	if err != nil {
 		return nil, err
 	}
+	return sess.follow(ctx, resp)
+}
+
+// follow polls the operation a register request's 200 or 202 started
+// until a final status.
+func (sess *session) follow(ctx context.Context, resp response) (*wire.DeviceRegistrationResult, error) {
 	operationID := ""
 	for {
 		st, err := wire.DecodeOperationStatus(resp.body)
@@ -241,6 +268,8 @@ func (sess *session) exchange(ctx context.Context, kind string, topic func(rid s
 		}
 		switch {
 		case resp.status == 200 || resp.status == 202:
+			return resp, nil
+		case resp.status == 401 && sess.acceptChallenge && isChallenge(resp.body):
 			return resp, nil
 		case transient(resp.status) && attempt < sess.s.MaxAttempts:
 			wait := sess.s.backoff(attempt, resp.retryAfter)

@@ -2,13 +2,16 @@ package device
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
@@ -26,7 +29,24 @@ const (
 	DefaultMaxRetryBackoff = time.Minute
 	// DefaultClientVersion is sent as the username's ClientVersion.
 	DefaultClientVersion = "dpsbroker-device-go/1"
+	// DefaultSASTTL is the lifetime of a TPM SAS token, as in the Node and
+	// Python SDKs.
+	DefaultSASTTL = time.Hour
 )
+
+// TPM is what TPM provisioning needs of a TPM. *clients/tpm.Device
+// satisfies it; the client never sees key material, only public areas and
+// signatures.
+type TPM interface {
+	// EndorsementKey and StorageRootKey return the marshalled TPM2B_PUBLIC
+	// of the EK and SRK.
+	EndorsementKey() []byte
+	StorageRootKey() []byte
+	// ActivateAndImport imports the HMAC key of an authenticationKey blob.
+	ActivateAndImport(ctx context.Context, authenticationKey string) error
+	// SignSAS signs a SAS token for resource with the imported key.
+	SignSAS(ctx context.Context, resource string, expiry time.Time) (string, error)
+}
 
 // Config describes one provisioning run of a device. Broker, IDScope and
 // an X.509 identity (Certificate, or a certificate in TLSConfig) are
@@ -72,6 +92,28 @@ type Config struct {
 	// further attempt up to MaxRetryBackoff, with jitter. The response's
 	// retry-after is the floor of every wait.
 	RetryBackoff, MaxRetryBackoff time.Duration
+
+	// TPM, when set, provisions with TPM attestation instead of X.509: no
+	// client certificate is sent, the register request carries the TPM's
+	// endorsement and storage root keys, and the 401 challenge is answered
+	// with a SAS token signed inside the TPM (see the package
+	// documentation). RegistrationID defaults to the EK's (base32 of
+	// SHA-256 of its TPM2B_PUBLIC). *clients/tpm.Device satisfies it.
+	TPM TPM
+	// EKCertificate is the TPM's EK certificate (DER) and
+	// EKCertificateChain the intermediates up to the manufacturer CA, sent
+	// for TPM enrollment groups. Read it from the TPM with
+	// clients/tpm.Device.EKCertificate.
+	EKCertificate      []byte
+	EKCertificateChain [][]byte
+	// SASTTL is the lifetime of the SAS token answering the TPM challenge
+	// (default DefaultSASTTL).
+	SASTTL time.Duration
+	// AnswerOnReconnect answers the TPM challenge on a new connection with
+	// the SAS token as the MQTT password, instead of in the next register
+	// request (tpm.sasToken) on the same connection. Both work with
+	// dpsbroker.
+	AnswerOnReconnect bool
 
 	// Logger receives a Debug record for each step (dial, CONNECT,
 	// SUBSCRIBE, each request and response, each wait). Nil discards.
@@ -127,20 +169,12 @@ func (c Config) resolve() (*settings, error) {
 		s.tls.Certificates = []tls.Certificate{*c.Certificate}
 		s.tls.GetClientCertificate = nil
 	}
-	if len(s.tls.Certificates) == 0 {
-		return nil, configErr("no X.509 client certificate (set Certificate or TLSConfig.Certificates)")
-	}
-	cn, err := leafCN(&s.tls.Certificates[0])
-	if err != nil {
-		return nil, configErr("%v", err)
-	}
-	switch {
-	case s.RegistrationID == "" && cn == "":
-		return nil, configErr("the leaf certificate has no subject CN; set RegistrationID")
-	case s.RegistrationID == "":
-		s.RegistrationID = cn
-	case cn != "" && s.RegistrationID != cn:
-		return nil, configErr("RegistrationID %q differs from the certificate CN %q; DPS requires them to be equal", s.RegistrationID, cn)
+	if c.TPM != nil {
+		if err := s.resolveTPM(); err != nil {
+			return nil, err
+		}
+	} else if err := s.resolveX509(); err != nil {
+		return nil, err
 	}
 	if s.ClientVersion == "" {
 		s.ClientVersion = DefaultClientVersion
@@ -178,6 +212,57 @@ func (c Config) resolve() (*settings, error) {
 		s.Dialer = d.DialContext
 	}
 	return s, nil
+}
+
+// resolveTPM checks a TPM Config: no client certificate, a usable EK, and
+// the registration ID (default: the EK's).
+func (s *settings) resolveTPM() error {
+	if len(s.tls.Certificates) > 0 || s.tls.GetClientCertificate != nil {
+		return configErr("TPM attestation sends no client certificate; unset Certificate and TLSConfig's certificates (an X.509 key in a TPM goes in Certificate.PrivateKey instead)")
+	}
+	ek := s.TPM.EndorsementKey()
+	if len(ek) == 0 || len(s.TPM.StorageRootKey()) == 0 {
+		return configErr("the TPM has no endorsement or storage root key")
+	}
+	if s.RegistrationID == "" {
+		s.RegistrationID = RegistrationIDFromEK(ek)
+	}
+	if len(s.EKCertificateChain) > 0 && len(s.EKCertificate) == 0 {
+		return configErr("EKCertificateChain without EKCertificate")
+	}
+	if s.SASTTL <= 0 {
+		s.SASTTL = DefaultSASTTL
+	}
+	return nil
+}
+
+// RegistrationIDFromEK is the default registration ID of a TPM device:
+// the lowercase, unpadded base32 of SHA-256 over the EK's marshalled
+// TPM2B_PUBLIC, as the DPS SDKs compute it.
+func RegistrationIDFromEK(ekTPM2BPublic []byte) string {
+	sum := sha256.Sum256(ekTPM2BPublic)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))
+}
+
+// resolveX509 checks an X.509 Config and derives the registration ID from
+// the leaf CN.
+func (s *settings) resolveX509() error {
+	if len(s.tls.Certificates) == 0 {
+		return configErr("no X.509 client certificate (set Certificate or TLSConfig.Certificates) and no TPM")
+	}
+	cn, err := leafCN(&s.tls.Certificates[0])
+	if err != nil {
+		return configErr("%v", err)
+	}
+	switch {
+	case s.RegistrationID == "" && cn == "":
+		return configErr("the leaf certificate has no subject CN; set RegistrationID")
+	case s.RegistrationID == "":
+		s.RegistrationID = cn
+	case cn != "" && s.RegistrationID != cn:
+		return configErr("RegistrationID %q differs from the certificate CN %q; DPS requires them to be equal", s.RegistrationID, cn)
+	}
+	return nil
 }
 
 // leafCN is the subject CN of a TLS certificate's leaf.
