@@ -6,9 +6,13 @@
 // Attestations:
 //
 //	x509    an X.509 device: certificate chain and key from PEM files
+//	tpm     a TPM 2.0 device: EK/SRK challenge answered inside the TPM
 //
 //	dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem --key dev.key \
 //	    [--ca root.pem] [--registration-id ID] [--payload '{"a":1}'] [--timeout 60s] [-v]
+//
+//	dpsdevice tpm --broker HOST:PORT --id-scope SCOPE [--tpm /dev/tpmrm0|tcp:HOST:PORT|sim] \
+//	    [--registration-id ID] [--ek-cert nv|ek.pem [--ek-chain inter.pem]] [--reconnect] [--persist]
 //
 // On success the registration state is printed as indented JSON on
 // standard output. With -v every step (dial, CONNECT, SUBSCRIBE, each
@@ -64,6 +68,7 @@ type command struct {
 
 var commands = []command{
 	{"x509", "provision an X.509 device (certificate chain and key from PEM files)", runX509},
+	{"tpm", "provision a TPM device (TPM 2.0 challenge: /dev/tpmrm0, swtpm over TCP, or the simulator)", runTPM},
 }
 
 func usage(w io.Writer) {
@@ -146,13 +151,18 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	return provisionAndPrint(ctx, cfg, "x509", f.timeout, stdout, stderr)
+}
+
+// provisionAndPrint provisions and prints the registration state as JSON.
+func provisionAndPrint(ctx context.Context, cfg device.Config, sub string, timeout time.Duration, stdout, stderr io.Writer) int {
 	res, err := device.Provision(ctx, cfg)
 	if errors.Is(err, device.ErrInvalidConfig) {
-		fmt.Fprintf(stderr, "dpsdevice x509: %v\n", err)
+		fmt.Fprintf(stderr, "dpsdevice %s: %v\n", sub, err)
 		return exitUsage
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "dpsdevice: %s\n", describe(err, f.timeout))
+		fmt.Fprintf(stderr, "dpsdevice: %s\n", describe(err, timeout))
 		return exitError
 	}
 	out, err := json.MarshalIndent(res, "", "  ")

@@ -61,7 +61,12 @@ func TestUsage(t *testing.T) {
 	}{
 		{"no arguments", nil, exitUsage, "", "usage: dpsdevice"},
 		{"help", []string{"help"}, exitOK, "x509", ""},
-		{"unknown attestation", []string{"tpm"}, exitUsage, "", `unknown attestation "tpm"`},
+		{"unknown attestation", []string{"sas"}, exitUsage, "", `unknown attestation "sas"`},
+		{"tpm help", []string{"tpm", "-h"}, exitOK, "", "--ek-cert"},
+		{"tpm missing flags", []string{"tpm"}, exitUsage, "", "missing --broker, --id-scope"},
+		{"tpm bad key type", []string{"tpm", "--broker", "h:1", "--id-scope", "s", "--key-type", "dsa"}, exitUsage, "", "--key-type must be rsa or ecc"},
+		{"tpm chain without certificate", []string{"tpm", "--broker", "h:1", "--id-scope", "s", "--ek-chain", "x.pem"}, exitUsage, "", "--ek-chain needs --ek-cert"},
+		{"tpm simulator, nothing listening", []string{"tpm", "--broker", "127.0.0.1:1", "--id-scope", "s", "--tpm", "sim", "--timeout", "5s"}, exitError, "", "dial 127.0.0.1:1"},
 		{"x509 help", []string{"x509", "-h"}, exitOK, "", "--id-scope"},
 		{"unknown flag", []string{"x509", "--nope"}, exitUsage, "", "flag provided but not defined"},
 		{"missing flags", []string{"x509", "--broker", "h:1"}, exitUsage, "", "missing --id-scope, --cert"},
