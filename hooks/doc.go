@@ -109,6 +109,7 @@
 //
 //	request                                   status  body
 //	register (PUT iotdps-register)            202     {"operationId":..., "status":"assigning"}, retry-after
+//	register, Options.FastPath                200     as a final poll (below), when the operation is final
 //	poll, operation final                     200     RegistrationOperationStatus (assigned / failed),
 //	                                                  registrationState.x509.certificateInfo (+ enrollmentGroupId)
 //	poll, still assigning                     202     as for register, retry-after
@@ -135,6 +136,21 @@
 // packet timeout expires). Other connections are unaffected. The
 // default limit leaves room for a 96 KiB body, so that a body just over
 // the DPS limit is answered 400005 instead.
+//
+// # Fast path
+//
+// By default a register request is answered 202 "assigning" and the
+// device polls after retry-after (3 s), as on Azure, although the
+// operation is already final when the 202 is sent (allocation is
+// synchronous). With Options.FastPath the register request of a final
+// operation gets the final 200 at once, and CONNECT to assigned takes
+// milliseconds instead of seconds. It is off by default because the C#
+// v2 (MQTTnet) SDK fails when the register answer is not "assigning";
+// the C, embedded C, Node, Python, Java and C# v1 SDKs take the 200 as
+// final (they handle register and poll answers alike, and embedded C and
+// Java need the operationId, which the 200 carries). An operation that is
+// not final is still answered 202. Enable it when no C# v2 device
+// provisions against the broker.
 //
 // # Events
 //

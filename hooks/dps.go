@@ -103,6 +103,14 @@ type Options struct {
 	RequestTimeout time.Duration
 	// MaxKeepalive caps device keepalives (DefaultMaxKeepalive).
 	MaxKeepalive time.Duration
+	// FastPath answers a register request whose operation is already
+	// final with 200 and the final RegistrationOperationStatus, instead
+	// of 202 and a poll after retry-after: provisioning then takes one
+	// round trip instead of seconds. The C, embedded C, Node, Python, Java
+	// and C# v1 SDKs accept that; the C# v2 (MQTTnet) SDK fails when the
+	// register answer is not "assigning", so it is off by default. See
+	// FastPath in the package documentation.
+	FastPath bool
 	// ServiceCAs: a client whose certificate verifies against these roots
 	// (with clientAuth) is a back-end service, never a device. Use a CA of
 	// its own, that issues no device certificates.

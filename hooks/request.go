@@ -141,10 +141,7 @@ func (h *DPS) register(s *session, req wire.Request, body []byte) response {
 	if err != nil {
 		return h.unavailable(ctx, err, s, &req)
 	}
-	return h.jsonResponse(202, h.retryAfter, &wire.RegistrationOperationStatus{
-		OperationID: op.OperationID,
-		Status:      wire.StatusAssigning,
-	})
+	return h.registered(s, op)
 }
 
 // admission turns a provisioning decision into the service's input.
@@ -174,6 +171,14 @@ func (h *DPS) poll(s *session, req wire.Request) response {
 	case err != nil:
 		return h.unavailable(ctx, err, s, &req)
 	}
+	return h.operationResponse(s, op)
+}
+
+// operationResponse is the answer for an operation's current state: 202
+// with retry-after while it is in progress, else 200 with the final
+// RegistrationOperationStatus. Polls use it, and so do register requests
+// on the fast path.
+func (h *DPS) operationResponse(s *session, op *provisioning.Operation) response {
 	st := wire.Status(op.Status)
 	if !st.Final() {
 		return h.jsonResponse(202, h.retryAfter, &wire.RegistrationOperationStatus{

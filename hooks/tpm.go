@@ -11,7 +11,8 @@ import (
 // the enrollment is decided and the device gets 401 with the challenge.
 // With one (tpm.sasToken, or else once the CONNECT password) it is the
 // second leg: the pending challenge is consumed and the answer verified,
-// then the device is registered as any other (202, then polls).
+// then the device is registered as any other (202 and polls, or 200 at
+// once on the fast path).
 func (h *DPS) registerTPM(s *session, req wire.Request, rr *wire.RegisterRequest) response {
 	token := rr.TPM.SASToken
 	if token == "" && s.connectSAS != "" && !s.connectSASUsed {
@@ -55,10 +56,7 @@ func (h *DPS) registerTPM(s *session, req wire.Request, rr *wire.RegisterRequest
 		return h.unavailable(ctx, err, s, &req)
 	}
 	s.tpmOperation, s.tpmKey = op.OperationID, d.AuthenticationKey
-	return h.jsonResponse(202, h.retryAfter, &wire.RegistrationOperationStatus{
-		OperationID: op.OperationID,
-		Status:      wire.StatusAssigning,
-	})
+	return h.registered(s, op)
 }
 
 // refuseTPM records the refusal event and answers with its code. Unlike
