@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,16 +440,4 @@ func (l *lateAttester) Challenge(ctx context.Context, id string, b *wire.TPMAtte
 
 func (l *lateAttester) Answer(ctx context.Context, scope, id string, b *wire.TPMAttestation, tok string) (*tpmdecide.Decision, error) {
 	return l.get().Answer(ctx, scope, id, b, tok)
-}
-
-// alternatingDialer sends the first connection to a and the others to b.
-func alternatingDialer(a, b string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	var n atomic.Int32
-	return func(ctx context.Context, network, _ string) (net.Conn, error) {
-		target := b
-		if n.Add(1) == 1 {
-			target = a
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, target)
-	}
 }
