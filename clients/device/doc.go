@@ -37,6 +37,16 @@
 //	})
 //	// res.AssignedHub, res.DeviceID
 //
+// TPM devices set Config.TPM (a *clients/tpm.Device, or anything with
+// EndorsementKey, StorageRootKey, ActivateAndImport and SignSAS) instead
+// of a certificate: the register request carries the EK and SRK (and
+// Config.EKCertificate for TPM enrollment groups), the 401 challenge is
+// imported into the TPM, and the SAS token signed there answers it in the
+// next register request (tpm.sasToken) or, with AnswerOnReconnect, as the
+// password of a new connection. The key of registrationState.tpm is
+// imported on assignment. An X.509 device whose key lives in a TPM needs
+// nothing special: put the *clients/tpm.Signer in Certificate.PrivateKey.
+//
 // The package imports paho.golang, the standard library and
 // provisioning/wire only, so that device code links nothing of the
 // server.
