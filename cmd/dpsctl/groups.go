@@ -10,7 +10,7 @@ import (
 func groupCommands() map[string]command {
 	return map[string]command{
 		"create": {
-			usage: "--id G (--cert ca.pem [--secondary-cert f] | --ca-ref NAME [--secondary-ca-ref NAME] | --symmetric-key [--primary-key K]) [--disabled] [--hub H ...] [--policy P] [--edge] [--replace]",
+			usage: "--id G (--cert ca.pem [--secondary-cert f] | --ca-ref NAME [--secondary-ca-ref NAME] | --symmetric-key [--primary-key K]) [--tpm] [--disabled] [--hub H ...] [--policy P] [--edge] [--replace]",
 			help:  "create an enrollment group (fails if it exists, unless --replace)",
 			run:   groupCreate,
 		},
@@ -26,7 +26,7 @@ func groupCreate(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "group create")
 	var (
 		id, cert, secondCert, caRef, secondCARef string
-		replace                                  bool
+		replace, tpmGroup                        bool
 		pf                                       policyFlags
 		kf                                       keyFlags
 	)
@@ -36,6 +36,7 @@ func groupCreate(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&caRef, "ca-ref", "", "name of an uploaded, verified CA certificate")
 	fs.StringVar(&secondCARef, "secondary-ca-ref", "", "name of a second CA certificate")
 	fs.BoolVar(&replace, "replace", false, "replace an existing group")
+	fs.BoolVar(&tpmGroup, "tpm", false, "a TPM group: --cert or --ca-ref is the manufacturer CA of the devices' EK certificates")
 	pf.register(fs)
 	kf.register(fs)
 	if _, err := parse(fs, args, 0); err != nil {
@@ -52,6 +53,8 @@ func groupCreate(ctx context.Context, e *env, args []string) error {
 		return usagef("--secondary-cert needs --cert")
 	case secondCARef != "" && caRef == "":
 		return usagef("--secondary-ca-ref needs --ca-ref")
+	case tpmGroup && kf.set():
+		return usagef("--tpm needs the manufacturer CA: --cert or --ca-ref, not --symmetric-key")
 	case cert != "":
 		cs, err := certificates(cert, secondCert)
 		if err != nil {
@@ -64,6 +67,10 @@ func groupCreate(ctx context.Context, e *env, args []string) error {
 			X509: &provisioning.X509Attestation{CAReferences: &provisioning.X509CAReferences{Primary: caRef, Secondary: secondCARef}}}
 	default:
 		g.Attestation = kf.attestation()
+	}
+	if tpmGroup {
+		// dpsbroker's TPM groups: the x509 sub-object names the CA.
+		g.Attestation.Type = provisioning.AttestationTPM
 	}
 	pf.apply(&g.EnrollmentPolicy)
 	c, err := e.client()

@@ -169,6 +169,11 @@ func TestGroupCAAndRegistrationCommands(t *testing.T) {
 	if g := decode[provisioning.EnrollmentGroup](t, out); g.Attestation.X509.SigningCertificates.Primary.Info == nil {
 		t.Fatalf("group: %s", out)
 	}
+	out = c.ok("group", "create", "--id", "tpm-fleet", "--tpm", "--cert", rootPEM)
+	if g := decode[provisioning.EnrollmentGroup](t, out); g.Attestation.Type != provisioning.AttestationTPM || g.Attestation.X509 == nil {
+		t.Fatalf("TPM group: %s", out)
+	}
+	c.fails(exitUsage, "--tpm needs the manufacturer CA", "group", "create", "--id", "t2", "--tpm", "--symmetric-key")
 	c.fails(exitError, "not a CA", "group", "create", "--id", "g2", "--cert", c.file("leaf.pem", pkitest.CertPEM(leaf.Cert)))
 	c.fails(exitError, "not uploaded", "group", "create", "--id", "g3", "--ca-ref", "rootca")
 
