@@ -274,6 +274,7 @@ func (b *Broker) setupMQTT() error {
 		RetryAfter:     b.cfg.RetryAfter,
 		MaxPacketSize:  b.cfg.MaxPacketSize,
 		RequestTimeout: b.cfg.RequestTimeout,
+		FastPath:       b.cfg.FastPath,
 		ServiceCAs:     serviceCAs,
 		ServiceToken:   b.cfg.ServiceToken,
 		Logger:         b.log.With("component", "hooks"),

@@ -44,6 +44,9 @@ const (
 	// KeyExchangeDefault keeps Go's default preference, which starts with
 	// the hybrid post-quantum X25519MLKEM768: the safe choice.
 	KeyExchangeDefault = "default"
+	// KeyExchangeHybrid is another name for KeyExchangeDefault, as
+	// cmd/dpsload's -curves spells it.
+	KeyExchangeHybrid = "hybrid"
 	// KeyExchangeX25519 offers only X25519: about 30-40 % more handshakes
 	// per second on a small machine, without post-quantum protection of
 	// the session keys.
@@ -121,7 +124,15 @@ type Config struct {
 	KeyExchange string
 	// SessionTickets lets returning devices resume TLS sessions (cheaper
 	// reconnects, no forward secrecy across the ticket key's lifetime).
+	// A resumed session still carries the device's certificate chain, and
+	// the connect hook takes the enrollment decision again on every
+	// connection, so a device disabled since its first connection is
+	// refused on a resumed one too.
 	SessionTickets bool
+	// FastPath answers a register request with the final 200 at once
+	// instead of 202 and a poll after RetryAfter (hooks.Options.FastPath).
+	// Off by default: the C# v2 (MQTTnet) SDK requires the 202.
+	FastPath bool
 	// ShutdownTimeout bounds the drain of live sessions on shutdown.
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
@@ -231,9 +242,9 @@ func (c *Config) Validate() error {
 		bad("max-connections-per-ip %d is negative", c.MaxConnectionsPerIP)
 	}
 	switch c.KeyExchange {
-	case KeyExchangeDefault, KeyExchangeX25519, KeyExchangeP256:
+	case KeyExchangeDefault, KeyExchangeHybrid, KeyExchangeX25519, KeyExchangeP256:
 	default:
-		bad("key-exchange %q: want %s, %s or %s", c.KeyExchange, KeyExchangeDefault, KeyExchangeX25519, KeyExchangeP256)
+		bad("key-exchange %q: want %s (or %s), %s or %s", c.KeyExchange, KeyExchangeDefault, KeyExchangeHybrid, KeyExchangeX25519, KeyExchangeP256)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("log-level: %v", err)
@@ -330,8 +341,9 @@ var settings = []setting{
 	{name: "connect-timeout", usage: "close connections that have not sent CONNECT within this time", value: func(c *Config) flag.Value { return (*durationValue)(&c.ConnectTimeout) }},
 	{name: "max-connections", usage: "cap on open connections over all listeners (0: none)", value: func(c *Config) flag.Value { return (*intValue)(&c.MaxConnections) }},
 	{name: "max-connections-per-ip", usage: "cap on open connections per client IP (0: none; keep 0 behind a TCP load balancer)", value: func(c *Config) flag.Value { return (*intValue)(&c.MaxConnectionsPerIP) }},
-	{name: "key-exchange", usage: "TLS 1.3 key exchange: default (hybrid post-quantum), x25519 or p256 (faster, not post-quantum)", value: func(c *Config) flag.Value { return (*stringValue)(&c.KeyExchange) }},
+	{name: "key-exchange", usage: "TLS 1.3 key exchange: default or hybrid (post-quantum X25519MLKEM768), x25519 or p256 (faster, not post-quantum)", value: func(c *Config) flag.Value { return (*stringValue)(&c.KeyExchange) }},
 	{name: "session-tickets", usage: "allow TLS session resumption for returning devices", value: func(c *Config) flag.Value { return (*boolValue)(&c.SessionTickets) }},
+	{name: "fast-path", usage: "answer register requests with the final 200 at once instead of 202 + poll (not for C# v2 SDK devices)", value: func(c *Config) flag.Value { return (*boolValue)(&c.FastPath) }},
 	{name: "shutdown-timeout", usage: "how long shutdown waits for live sessions to finish", value: func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	{name: "log-level", usage: "debug, info, warn or error", value: func(c *Config) flag.Value { return (*stringValue)(&c.LogLevel) }},
 	{name: "log-format", usage: "text or json", value: func(c *Config) flag.Value { return (*stringValue)(&c.LogFormat) }},

@@ -64,6 +64,7 @@ func TestValidateCases(t *testing.T) {
 		{"bad dev host", func(c *Config) { c.DevHosts = []string{"not a host"} }, false},
 		{"ip dev host", func(c *Config) { c.DevHosts = []string{"192.0.2.1", "dps.example.net"} }, true},
 		{"x25519", func(c *Config) { c.KeyExchange = KeyExchangeX25519 }, true},
+		{"hybrid", func(c *Config) { c.KeyExchange = KeyExchangeHybrid }, true},
 		{"port out of range", func(c *Config) { c.HTTPAddr = ":70000" }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +90,7 @@ func TestLayering(t *testing.T) {
 		"connect-timeout": "7s",
 		"retry-after": 5,
 		"session-tickets": true,
+		"fast-path": true,
 		"max-connections": 10
 	}`), 0o600)
 	if err != nil {
@@ -118,6 +120,7 @@ func TestLayering(t *testing.T) {
 	want.ConnectTimeout = 7 * time.Second
 	want.RetryAfter = 5 * time.Second
 	want.SessionTickets = true
+	want.FastPath = true
 	want.MaxConnections = 20
 	want.AdminToken = "env-token-0123456789"
 	want.HTTPAddr = ""
