@@ -3,10 +3,10 @@
 //	go run ./cmd/dpstest
 //
 // It first makes sure the system programs the tests start for real are
-// installed (redis-server, swtpm, tpm2-tools, mosquitto clients), installing
-// them with apt-get when it runs as root on Debian, then checks formatting,
-// runs go vet, staticcheck (pinned in go.mod as a tool) and finally
-// go test -race over every package. Extra arguments go to go test, e.g.
+// installed (redis-server, swtpm, tpm2-tools, mosquitto clients, Node.js and
+// npm), installing them with apt-get when it runs as root on Debian, then
+// checks formatting, runs go vet, staticcheck (pinned in go.mod as a tool)
+// and finally go test -race over every package. Extra arguments go to go test, e.g.
 //
 //	go run ./cmd/dpstest -run TestSeed ./provisioning/...
 //
@@ -35,6 +35,10 @@ var requirements = []requirement{
 	{"swtpm_setup", "swtpm-tools"},
 	{"tpm2_getrandom", "tpm2-tools"},
 	{"mosquitto_sub", "mosquitto-clients"},
+	// The Node SDK compatibility test (broker/nodesdk_test.go) runs the
+	// official Azure IoT Node SDK, installed from npm on first use.
+	{"node", "nodejs"},
+	{"npm", "npm"},
 }
 
 func main() {
