@@ -3,7 +3,7 @@
 //
 // It depends on the standard library only, so that both the broker side
 // (hooks) and the device side (clients) share one definition of what goes
-// over the wire. The contract it implements is the project's docs/PROTOCOL.md.
+// over the wire. The contract it implements is the project's PROTOCOL.md.
 //
 // Broker side: ParseUsername at CONNECT, ParseRequestTopic and
 // DecodeRegisterRequest per request, AppendResponseTopic and the response
