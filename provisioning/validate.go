@@ -211,9 +211,12 @@ func (e *IndividualEnrollment) Validate() error {
 
 // groupAttestationValidators says which attestation types a group may use.
 var groupAttestationValidators = map[AttestationType]func(v *ValidationError, a *AttestationMechanism){
-	AttestationX509:         func(v *ValidationError, a *AttestationMechanism) { v.onlySubObject(a); validateGroupX509(v, a.X509) },
-	AttestationSymmetricKey: func(v *ValidationError, a *AttestationMechanism) { v.onlySubObject(a); validateSymmetricKeys(v, a.SymmetricKey) },
-	AttestationTPM:          validateTPMGroup,
+	AttestationX509: func(v *ValidationError, a *AttestationMechanism) { v.onlySubObject(a); validateGroupX509(v, a.X509) },
+	AttestationSymmetricKey: func(v *ValidationError, a *AttestationMechanism) {
+		v.onlySubObject(a)
+		validateSymmetricKeys(v, a.SymmetricKey)
+	},
+	AttestationTPM: validateTPMGroup,
 }
 
 // validateTPMGroup checks a TPM enrollment group, dpsbroker's extension:

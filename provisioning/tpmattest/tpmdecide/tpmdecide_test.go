@@ -400,7 +400,9 @@ func TestFirstLegRefusals(t *testing.T) {
 		{"group disabled", func(st *fakeStore) { st.groups = []*provisioning.EnrollmentGroup{tpmGroup("mfr", mfr, false)} },
 			func() (string, *wire.TPMAttestation) { return withCert(k.regID(), ekCertB64(t, mfr, k.ekPub)) },
 			tpmdecide.ReasonGroupDisabled, x509attest.ErrorCodeUnauthorized, "mfr"},
-		{"group of another CA", func(st *fakeStore) { st.groups = []*provisioning.EnrollmentGroup{tpmGroup("root", pkitest.NewRoot(t), true)} },
+		{"group of another CA", func(st *fakeStore) {
+			st.groups = []*provisioning.EnrollmentGroup{tpmGroup("root", pkitest.NewRoot(t), true)}
+		},
 			func() (string, *wire.TPMAttestation) { return withCert(k.regID(), ekCertB64(t, mfr, k.ekPub)) },
 			tpmdecide.ReasonNoEnrollment, x509attest.ErrorCodeUnauthorized, ""},
 		{"individual disabled under an enabled group", func(st *fakeStore) {
