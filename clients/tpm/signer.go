@@ -49,6 +49,10 @@ type Signer struct {
 	public, private []byte // TPMT_PUBLIC contents, TPM2B_PRIVATE contents
 	name            tpm2.TPM2BName
 	pub             *ecdsa.PublicKey
+	// persistent: the key lives at handle (PersistSigner), so Sign uses
+	// it there instead of loading the blobs.
+	persistent bool
+	handle     tpm2.TPMHandle
 }
 
 // NewSigner creates a new signing key in the TPM. Keep its KeyBlobs to
@@ -100,7 +104,8 @@ func (d *Device) signer(public, private []byte) (*Signer, error) {
 }
 
 // KeyBlobs returns the key's public area and its SRK-wrapped private part,
-// for LoadSigner. They are useless without this TPM's SRK.
+// for LoadSigner. They are useless without this TPM's SRK. A key found by
+// PersistentSigner has no private blob (nil).
 func (s *Signer) KeyBlobs() (public, private []byte) {
 	return append([]byte(nil), s.public...), append([]byte(nil), s.private...)
 }
@@ -122,18 +127,22 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	d := s.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	l, err := tpm2.Load{
-		ParentHandle: d.srkAuth(),
-		InPrivate:    tpm2.TPM2BPrivate{Buffer: s.private},
-		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](s.public),
-	}.Execute(d.tpm)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: load signing key: %w", err)
+	key := tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: tpm2.PasswordAuth(nil)}
+	if !s.persistent {
+		l, err := tpm2.Load{
+			ParentHandle: d.srkAuth(),
+			InPrivate:    tpm2.TPM2BPrivate{Buffer: s.private},
+			InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](s.public),
+		}.Execute(d.tpm)
+		if err != nil {
+			return nil, fmt.Errorf("tpm: load signing key: %w", err)
+		}
+		o := object{handle: l.ObjectHandle, transient: true}
+		defer d.flush(&o)
+		key.Handle, key.Name = l.ObjectHandle, l.Name
 	}
-	o := object{handle: l.ObjectHandle, transient: true}
-	defer d.flush(&o)
 	rsp, err := tpm2.Sign{
-		KeyHandle: tpm2.AuthHandle{Handle: l.ObjectHandle, Name: l.Name, Auth: tpm2.PasswordAuth(nil)},
+		KeyHandle: key,
 		Digest:    tpm2.TPM2BDigest{Buffer: digest},
 		InScheme: tpm2.TPMTSigScheme{
 			Scheme:  tpm2.TPMAlgECDSA,
