@@ -15,7 +15,8 @@ import (
 // its chain (the leaf first, then the intermediates to present; the root
 // may be left out) and the leaf's private key. key may be any
 // crypto.Signer, so a key held in an HSM or a TPM works as well as one in
-// memory. It fails when the chain is empty or key is not the leaf's key.
+// memory. It fails when the chain is empty, and with ErrKeyMismatch when
+// key is not the leaf's key.
 func X509Identity(chain []*x509.Certificate, key crypto.Signer) (tls.Certificate, error) {
 	if len(chain) == 0 {
 		return tls.Certificate{}, errors.New("device: identity: empty certificate chain")
@@ -29,7 +30,7 @@ func X509Identity(chain []*x509.Certificate, key crypto.Signer) (tls.Certificate
 		}
 	}
 	if !samePublicKey(chain[0].PublicKey, key.Public()) {
-		return tls.Certificate{}, fmt.Errorf("device: identity: the private key does not belong to the leaf certificate %q", chain[0].Subject.CommonName)
+		return tls.Certificate{}, fmt.Errorf("%w: leaf %q", ErrKeyMismatch, chain[0].Subject.CommonName)
 	}
 	tc := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, c := range chain {
@@ -73,7 +74,7 @@ func LoadX509Identity(certFile, keyFile string) (tls.Certificate, error) {
 		}
 	}
 	if leaf < 0 {
-		return tls.Certificate{}, fmt.Errorf("device: the key in %s matches none of the %d certificate(s) in %s", keyName, len(chain), certFile)
+		return tls.Certificate{}, fmt.Errorf("%w: the key in %s matches none of the %d certificate(s) in %s", ErrKeyMismatch, keyName, len(chain), certFile)
 	}
 	ordered := make([]*x509.Certificate, 0, len(chain))
 	ordered = append(ordered, chain[leaf])
