@@ -40,8 +40,14 @@ const StoreFile = "dpsbroker.db"
 // default (8192 slots, 64 KiB per connection) is for long-lived
 // subscribers; a provisioning session receives four packets. Event
 // subscribers that fall this far behind miss live events and catch up
-// from the event log.
-const clientWritesPending = 256
+// from the event log. 64 slots cost 512 B per connection.
+const clientWritesPending = 64
+
+// clientReadBufferSize sizes each connection's bufio.Reader. mochi's
+// default is 2 KiB; DPS requests are a few hundred bytes, and a larger
+// packet is still read whole (in several reads), so 512 B saves 1.5 KiB
+// per idle connection.
+const clientReadBufferSize = 512
 
 // Broker is a running dpsbroker: the store, the provisioning hooks on a
 // mochi server, its listeners, the admin API and the metrics endpoint.
@@ -228,8 +234,9 @@ func (b *Broker) setupMQTT() error {
 		Capabilities: caps,
 		// $SYS topics are of no use to devices; publishing them every
 		// second costs CPU on every broker.
-		SysTopicResendInterval: 3600,
-		Logger:                 slog.New(levelFilter{h: b.log.Handler(), min: mochiLevel}).With("component", "mqtt"),
+		SysTopicResendInterval:  3600,
+		ClientNetReadBufferSize: clientReadBufferSize,
+		Logger:                  slog.New(levelFilter{h: b.log.Handler(), min: mochiLevel}).With("component", "mqtt"),
 	})
 	b.srv = srv
 
