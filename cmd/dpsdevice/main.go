@@ -11,6 +11,20 @@
 //	dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem --key dev.key \
 //	    [--ca root.pem] [--registration-id ID] [--payload '{"a":1}'] [--timeout 60s] [-v]
 //
+// An X.509 device whose TLS key lives in a TPM creates the key there and
+// gets a CSR for it (the key is never exported: it stays at a persistent
+// handle, or is saved wrapped by the TPM's storage root key), has the CSR
+// signed by its enrollment group's CA, then provisions with --tpm-key
+// instead of --key:
+//
+//	dpsdevice x509 keygen --tpm /dev/tpmrm0|tcp:HOST:PORT|sim --registration-id ID --csr dev.csr \
+//	    (--persist-handle 0x81000002 | --key-blob dev.tpmkey) [--srk-type ecc|rsa]
+//	dpsdevice x509 --tpm /dev/tpmrm0 --tpm-key 0x81000002|dev.tpmkey --cert dev.pem \
+//	    --broker HOST:PORT --id-scope SCOPE [--ca root.pem]
+//
+// The certificate's public key must be the TPM key's; otherwise dpsdevice
+// stops before connecting and prints both key fingerprints.
+//
 //	dpsdevice tpm --broker HOST:PORT --id-scope SCOPE [--tpm /dev/tpmrm0|tcp:HOST:PORT|sim] \
 //	    [--registration-id ID] [--ek-cert nv|ek.pem [--ek-chain inter.pem]] [--reconnect] [--persist]
 //
@@ -27,6 +41,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -42,6 +57,7 @@ import (
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/clients/device"
+	"github.com/dpsbroker/dpsbroker/clients/tpm"
 )
 
 func main() {
@@ -67,7 +83,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"x509", "provision an X.509 device (certificate chain and key from PEM files)", runX509},
+	{"x509", "provision an X.509 device (certificate chain and key from PEM files, or the key in a TPM; 'x509 keygen' makes one)", runX509},
 	{"tpm", "provision a TPM device (TPM 2.0 challenge: /dev/tpmrm0, swtpm over TCP, or the simulator)", runTPM},
 }
 
@@ -105,13 +121,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type x509Flags struct {
 	broker, idScope, registrationID string
 	certFile, keyFile, caFile       string
+	tpmPath, tpmKey                 string
 	serverName                      string
 	payload                         string
 	timeout                         time.Duration
 	verbose                         bool
+
+	tpmRef tpmKeyRef // parsed --tpm-key
 }
 
 func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "keygen" {
+		return runKeygen(ctx, args[1:], stdout, stderr)
+	}
 	var f x509Flags
 	fs := flag.NewFlagSet("dpsdevice x509", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -119,6 +141,8 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.idScope, "id-scope", "", "DPS ID scope (required)")
 	fs.StringVar(&f.certFile, "cert", "", "PEM file: device certificate, then its intermediates (required)")
 	fs.StringVar(&f.keyFile, "key", "", "PEM file: device private key, PKCS #8, EC or PKCS #1 (default: in --cert)")
+	fs.StringVar(&f.tpmKey, "tpm-key", "", "the device key is in the TPM instead: its persistent handle (0x81000002) or the key file of 'x509 keygen --key-blob'")
+	fs.StringVar(&f.tpmPath, "tpm", "", "the TPM holding --tpm-key: a device path, tcp:HOST:PORT (swtpm), or sim (default "+tpm.DefaultDevicePath+")")
 	fs.StringVar(&f.caFile, "ca", "", "PEM file: CA certificates that verify the broker (default: system roots)")
 	fs.StringVar(&f.serverName, "server-name", "", "name to verify in the broker's certificate (default: the --broker host)")
 	fs.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: the certificate's CN, which it must equal)")
@@ -126,7 +150,11 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "give up after this long")
 	fs.BoolVar(&f.verbose, "v", false, "log each step to standard error")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem [--key dev.key] [--ca root.pem] [flags]")
+		fmt.Fprint(stderr, `usage: dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem [--key dev.key] [--ca root.pem] [flags]
+       dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem --tpm-key 0x81000002|dev.tpmkey [--tpm PATH] [flags]
+       dpsdevice x509 keygen -h    (create a key in the TPM and a CSR for it)
+
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -141,7 +169,19 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	cfg, err := f.config()
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	var key crypto.Signer
+	if f.tpmKey != "" {
+		s, closeTPM, err := loadTPMSigner(ctx, f.tpmPath, f.tpmRef)
+		if err != nil {
+			fmt.Fprintf(stderr, "dpsdevice: TPM key %s: %v\n", f.tpmRef, err)
+			return exitError
+		}
+		defer closeTPM()
+		key = s
+	}
+	cfg, err := f.config(key)
 	if err != nil {
 		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
 		return exitError
@@ -149,8 +189,6 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if f.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
 	return provisionAndPrint(ctx, cfg, "x509", f.timeout, stdout, stderr)
 }
 
@@ -193,13 +231,34 @@ func (f *x509Flags) check(rest []string) error {
 		return errors.New("--payload is not valid JSON")
 	case f.timeout <= 0:
 		return errors.New("--timeout must be positive")
+	case f.tpmKey != "" && f.keyFile != "":
+		return errors.New("--key and --tpm-key exclude each other: the key is in a file or in the TPM")
+	case f.tpmPath != "" && f.tpmKey == "":
+		return errors.New("--tpm needs --tpm-key (the handle or key file of the device key in that TPM)")
+	}
+	if f.tpmKey != "" {
+		ref, err := parseTPMKeyRef(f.tpmKey)
+		if err != nil {
+			return fmt.Errorf("--tpm-key: %w", err)
+		}
+		f.tpmRef = ref
+		if f.tpmPath == "" {
+			f.tpmPath = tpm.DefaultDevicePath
+		}
 	}
 	return nil
 }
 
-// config reads the files the flags name.
-func (f *x509Flags) config() (device.Config, error) {
-	id, err := device.LoadX509Identity(f.certFile, f.keyFile)
+// config reads the files the flags name. key, when not nil, is the
+// device key held elsewhere (the TPM); the certificate must be its.
+func (f *x509Flags) config(key crypto.Signer) (device.Config, error) {
+	var id tls.Certificate
+	var err error
+	if key != nil {
+		id, err = device.LoadX509IdentityWithKey(f.certFile, key)
+	} else {
+		id, err = device.LoadX509Identity(f.certFile, f.keyFile)
+	}
 	if err != nil {
 		return device.Config{}, err
 	}

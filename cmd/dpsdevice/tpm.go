@@ -119,11 +119,15 @@ func (f *tpmFlags) check(rest []string) error {
 	return nil
 }
 
+// openSimulator opens --tpm sim. Tests replace it to keep one simulated
+// TPM across runs (a device that keeps its TPM from keygen to provisioning).
+var openSimulator = tpmsim.Open
+
 // openTPM opens the TPM named by --tpm.
 func openTPM(name string) (transport.TPMCloser, error) {
 	switch {
 	case name == "sim":
-		return tpmsim.Open()
+		return openSimulator()
 	case strings.HasPrefix(name, "tcp:"):
 		return tpm.OpenTCP(strings.TrimPrefix(name, "tcp:"))
 	default:
