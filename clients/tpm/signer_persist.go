@@ -78,6 +78,9 @@ func (d *Device) PersistentSigner(ctx context.Context, h tpm2.TPMHandle) (*Signe
 		return nil, err
 	}
 	rp, err := (tpm2.ReadPublic{ObjectHandle: h}).Execute(d.tpm)
+	if errors.Is(err, tpm2.TPMRCHandle) {
+		return nil, fmt.Errorf("tpm: no key persisted at 0x%08x: %w", uint32(h), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm: read the signing key at 0x%08x: %w", uint32(h), err)
 	}

@@ -182,6 +182,10 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		key = s
 	}
 	cfg, err := f.config(key)
+	if err != nil && key != nil && errors.Is(err, device.ErrKeyMismatch) {
+		fmt.Fprintf(stderr, "dpsdevice: %s is not a certificate for TPM key %s; not connecting.\n  %v\n", f.certFile, f.tpmRef, err)
+		return exitError
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
 		return exitError

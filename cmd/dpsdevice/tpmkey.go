@@ -178,8 +178,8 @@ func loadTPMSigner(ctx context.Context, path string, ref tpmKeyRef) (*tpm.Signer
 	}
 	if srkDigest(d) != kb.srkSHA256 {
 		closeTPM()
-		return nil, nil, fmt.Errorf("%s was made under another storage root key: another TPM, a TPM cleared since, or an SRK persisted at 0x%08x since; the key cannot be used here",
-			ref.file, uint32(tpm.SRKHandle))
+		return nil, nil, fmt.Errorf("made under another storage root key (another TPM, a TPM cleared since, or an SRK persisted at 0x%08x since); it cannot be used here",
+			uint32(tpm.SRKHandle))
 	}
 	s, err := d.LoadSigner(kb.public, kb.priv)
 	if err != nil {
@@ -188,7 +188,7 @@ func loadTPMSigner(ctx context.Context, path string, ref tpmKeyRef) (*tpm.Signer
 	}
 	if err := probeSigner(s); err != nil {
 		closeTPM()
-		return nil, nil, fmt.Errorf("%s: the TPM refuses the key: %w", ref.file, err)
+		return nil, nil, fmt.Errorf("the TPM refuses the key: %w", err)
 	}
 	return s, closeTPM, nil
 }
