@@ -45,7 +45,10 @@
 // next register request (tpm.sasToken) or, with AnswerOnReconnect, as the
 // password of a new connection. The key of registrationState.tpm is
 // imported on assignment. An X.509 device whose key lives in a TPM needs
-// nothing special: put the *clients/tpm.Signer in Certificate.PrivateKey.
+// nothing special: put the *clients/tpm.Signer in Certificate.PrivateKey,
+// or let LoadX509IdentityWithKey pair it with the certificate file; a
+// certificate issued for another key is then refused (ErrKeyMismatch)
+// before any connection.
 //
 // The package imports paho.golang, the standard library and
 // provisioning/wire only, so that device code links nothing of the

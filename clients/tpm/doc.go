@@ -3,7 +3,9 @@
 // imports the HMAC key of a DPS authenticationKey blob
 // (ActivateAndImport), and signs SAS tokens with it inside the TPM
 // (SignSAS). It also offers a TPM-resident ECDSA key as a crypto.Signer for
-// X.509 devices, and reads EK certificates from NV.
+// X.509 devices (NewSigner; kept as SRK-wrapped blobs for LoadSigner, or
+// at a persistent handle with PersistSigner and PersistentSigner), and
+// reads EK certificates from NV.
 //
 // A Device talks to any go-tpm transport: a Linux TPM (OpenLinux, through
 // the kernel resource manager /dev/tpmrm0), a TPM simulator over TCP such
