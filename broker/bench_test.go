@@ -27,6 +27,11 @@ import (
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
 
+// benchReceiveMaximum is the baseline clients' receive maximum: paho's
+// default (65535) allocates a 512 KiB channel per connection, as the
+// devices of brokertest avoid too.
+var benchReceiveMaximum uint16 = 16
+
 // benchParallelism times GOMAXPROCS is the number of concurrent devices.
 const benchParallelism = 8
 
@@ -209,7 +214,8 @@ func (bl *baseline) roundTrip(ctx context.Context, cfg *tls.Config, id string) e
 			return true, nil
 		}},
 	})
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &benchReceiveMaximum}}); err != nil {
 		return err
 	}
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "resp/" + id, QoS: 1}}}); err != nil {

@@ -69,6 +69,9 @@ type Session struct {
 	rid       int
 }
 
+// receiveMaximum is what test devices announce in CONNECT.
+var receiveMaximum uint16 = 16
+
 // Connect opens a device session as dev over TLS: CONNECT with the DPS
 // username and client ID = dev's CN, then SUBSCRIBE to the response
 // filter. A refused CONNECT returns a *ConnectError.
@@ -111,6 +114,10 @@ func (b *Broker) ConnectConn(ctx context.Context, conn net.Conn, registrationID 
 		UsernameFlag: true,
 		CleanStart:   true,
 		KeepAlive:    30,
+		// paho sizes a channel by the receive maximum (65535 slots,
+		// 512 KiB per connection, by default); a device gets one
+		// response at a time.
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &receiveMaximum},
 	})
 	if err != nil {
 		_ = conn.Close()
