@@ -215,7 +215,7 @@ func (bl *baseline) roundTrip(ctx context.Context, cfg *tls.Config, id string) e
 		}},
 	})
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &benchReceiveMaximum}}); err != nil {
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &benchReceiveMaximum, RequestProblemInfo: true}}); err != nil {
 		return err
 	}
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "resp/" + id, QoS: 1}}}); err != nil {

@@ -116,8 +116,10 @@ func (b *Broker) ConnectConn(ctx context.Context, conn net.Conn, registrationID 
 		KeepAlive:    30,
 		// paho sizes a channel by the receive maximum (65535 slots,
 		// 512 KiB per connection, by default); a device gets one
-		// response at a time.
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &receiveMaximum},
+		// response at a time. A Properties struct also carries Request
+		// Problem Information, which must stay 1 (the MQTT default) for
+		// refusals to keep their reason string.
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &receiveMaximum, RequestProblemInfo: true},
 	})
 	if err != nil {
 		_ = conn.Close()
