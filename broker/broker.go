@@ -24,6 +24,7 @@ import (
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/store/bolt"
 	redisstore "github.com/dpsbroker/dpsbroker/provisioning/store/redis"
+	"github.com/dpsbroker/dpsbroker/provisioning/tpmattest/tpmdecide"
 	"github.com/dpsbroker/dpsbroker/provisioning/x509attest"
 )
 
@@ -274,10 +275,21 @@ func (b *Broker) setupMQTT() error {
 			return fmt.Errorf("service-ca %s: no PEM certificate", b.cfg.ServiceCA)
 		}
 	}
+	// TPM devices are decided by their EK: individually, or by a TPM group
+	// through the evaluator's chain walk over their EK certificate.
+	tpm, err := tpmdecide.New(b.store, tpmdecide.Options{
+		Challenges:   b.store,
+		Groups:       eval,
+		ChallengeTTL: b.cfg.TPMChallengeTTL,
+	})
+	if err != nil {
+		return err
+	}
 	dps, err := hooks.New(srv, hooks.Options{
 		IDScope:        b.cfg.IDScope,
 		Decider:        &timedDecider{d: eval, m: b.metrics},
 		Registrar:      svc,
+		TPM:            tpm,
 		RetryAfter:     b.cfg.RetryAfter,
 		MaxPacketSize:  b.cfg.MaxPacketSize,
 		RequestTimeout: b.cfg.RequestTimeout,

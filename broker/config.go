@@ -15,6 +15,7 @@ import (
 
 	"github.com/dpsbroker/dpsbroker/hooks"
 	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/tpmattest"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
 
@@ -34,6 +35,7 @@ const (
 	DefaultRetryAfter      = time.Duration(wire.DefaultRetryAfter) * time.Second
 	DefaultRequestTimeout  = 5 * time.Second
 	DefaultOperationTTL    = 10 * time.Minute
+	DefaultTPMChallengeTTL = tpmattest.DefaultChallengeTTL
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 50000
 	DefaultMaxConnsPerIP   = 0
@@ -108,6 +110,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// OperationTTL is how long a finished operation can be polled.
 	OperationTTL time.Duration
+	// TPMChallengeTTL is how long a TPM device has to answer its
+	// credential-activation challenge; each challenge answers once.
+	TPMChallengeTTL time.Duration
 	// MaxPacketSize bounds an MQTT packet; a larger one drops only that
 	// connection.
 	MaxPacketSize int
@@ -151,6 +156,7 @@ func DefaultConfig() Config {
 		RetryAfter:      DefaultRetryAfter,
 		RequestTimeout:  DefaultRequestTimeout,
 		OperationTTL:    DefaultOperationTTL,
+		TPMChallengeTTL: DefaultTPMChallengeTTL,
 		MaxPacketSize:   DefaultMaxPacketSize,
 		ConnectTimeout:  DefaultConnectTimeout,
 		MaxConnections:  DefaultMaxConnections,
@@ -220,6 +226,7 @@ func (c *Config) Validate() error {
 		{"retry-after", c.RetryAfter, time.Second},
 		{"request-timeout", c.RequestTimeout, 10 * time.Millisecond},
 		{"operation-ttl", c.OperationTTL, time.Second},
+		{"tpm-challenge-ttl", c.TPMChallengeTTL, time.Second},
 		{"connect-timeout", c.ConnectTimeout, 10 * time.Millisecond},
 		{"shutdown-timeout", c.ShutdownTimeout, 0},
 	}
@@ -337,6 +344,7 @@ var settings = []setting{
 	{name: "retry-after", usage: "retry-after of 202 and 429 responses (whole seconds)", value: func(c *Config) flag.Value { return (*durationValue)(&c.RetryAfter) }},
 	{name: "request-timeout", usage: "bound on the work of one device request", value: func(c *Config) flag.Value { return (*durationValue)(&c.RequestTimeout) }},
 	{name: "operation-ttl", usage: "how long a registration operation can be polled", value: func(c *Config) flag.Value { return (*durationValue)(&c.OperationTTL) }},
+	{name: "tpm-challenge-ttl", usage: "how long a TPM device has to answer its challenge (single use)", value: func(c *Config) flag.Value { return (*durationValue)(&c.TPMChallengeTTL) }},
 	{name: "max-packet-size", usage: "largest MQTT packet in bytes; a larger one closes that connection", value: func(c *Config) flag.Value { return (*intValue)(&c.MaxPacketSize) }},
 	{name: "connect-timeout", usage: "close connections that have not sent CONNECT within this time", value: func(c *Config) flag.Value { return (*durationValue)(&c.ConnectTimeout) }},
 	{name: "max-connections", usage: "cap on open connections over all listeners (0: none)", value: func(c *Config) flag.Value { return (*intValue)(&c.MaxConnections) }},

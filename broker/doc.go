@@ -28,6 +28,7 @@
 //	retry-after              3s               on every 202 and 429
 //	request-timeout          5s               store work of one device request
 //	operation-ttl            10m              how long an operation can be polled
+//	tpm-challenge-ttl        60s              how long a TPM device has to answer its (single-use) challenge
 //	max-packet-size          102400           larger packets close that connection only
 //	connect-timeout          10s              TLS + CONNECT must finish within it
 //	max-connections          50000            over all listeners (0: no cap)

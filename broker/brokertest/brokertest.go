@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -36,6 +37,7 @@ import (
 	"github.com/dpsbroker/dpsbroker/hooks"
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
+	"github.com/dpsbroker/dpsbroker/provisioning/tpmattest"
 	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 )
 
@@ -304,6 +306,33 @@ func (b *Broker) putIndividual(tb TB, dev *pkitest.Leaf, enabled bool) {
 	if _, err := b.Store().PutEnrollment(context.Background(), e, ""); err != nil {
 		tb.Fatalf("brokertest: enrollment %q: %v", e.RegistrationID, err)
 	}
+}
+
+// EnrollTPM creates or replaces an individual TPM enrollment for the
+// endorsement key ek (the marshalled TPM2B_PUBLIC a TPM device sends, e.g.
+// clients/tpm.Device.EndorsementKey()). An empty registrationID means the
+// EK's default one (base32 of its SHA-256, as the Azure SDKs compute it).
+// It returns the registration ID.
+func (b *Broker) EnrollTPM(tb TB, registrationID string, ek []byte, enabled bool) string {
+	tb.Helper()
+	if registrationID == "" {
+		registrationID = tpmattest.RegistrationIDFromEK(ek)
+	}
+	e := &provisioning.IndividualEnrollment{
+		RegistrationID: registrationID,
+		Attestation: provisioning.AttestationMechanism{
+			Type: provisioning.AttestationTPM,
+			TPM:  &provisioning.TPMAttestation{EndorsementKey: base64.StdEncoding.EncodeToString(ek)},
+		},
+		EnrollmentPolicy: provisioning.EnrollmentPolicy{ProvisioningStatus: status(enabled)},
+	}
+	if err := e.Validate(); err != nil {
+		tb.Fatalf("brokertest: TPM enrollment %q: %v", registrationID, err)
+	}
+	if _, err := b.Store().PutEnrollment(context.Background(), e, ""); err != nil {
+		tb.Fatalf("brokertest: TPM enrollment %q: %v", registrationID, err)
+	}
+	return registrationID
 }
 
 // SetGroupEnabled enables or disables an existing group.
