@@ -65,12 +65,15 @@
 //   - With a client certificate, the X.509 decision is taken in OnConnect;
 //     the decided registration ID (the certificate CN) must equal the
 //     username's ignoring case (registration IDs are case-insensitive).
-//   - Without one, the device gets a restricted session for TPM or
-//     symmetric-key attestation on its register request. Its proof is not
-//     known yet, so its session gets a private client ID: it cannot take
-//     over (disconnect) the session of the device it claims to be. Until
-//     TPM and symmetric keys are implemented its register requests are
-//     answered 401 (errorCode 401000).
+//   - Without one, the device gets a restricted session for TPM
+//     attestation on its register request (Options.TPM; see "TPM" below).
+//     Its proof is not known yet, so its session gets a private client ID:
+//     it cannot take over (disconnect) the session of the device it claims
+//     to be. A password on such a connection must parse as a SAS token (the
+//     answer to a TPM challenge, verified on the register request),
+//     otherwise CONNACK 0x87 "401000 malformed SAS token". Without
+//     Options.TPM, or without a tpm object in the body, register requests
+//     are answered 401 (errorCode 401000).
 //
 // Refusals: MQTT 5 CONNACK 0x87 "not authorized" with reason string
 // "<DPS error code> <short reason>", e.g. "401002 enrollment group
@@ -118,7 +121,12 @@
 //	TPM body in an X.509 session              400     400003
 //	body not JSON / not an object             400     400004
 //	body over 96 KiB (wire.MaxRequestBody)    400     400005
-//	device without certificate registers      401     401000
+//	TPM first leg (tpm.endorsementKey, SRK)   401     {"authenticationKey":..., "keyName":"registration"}
+//	TPM second leg (tpm.sasToken / password)  202/200 as a register; the final poll carries tpm.authenticationKey
+//	TPM key malformed / unacceptable          400     400010 / 400011 (400013: EK certificate)
+//	TPM: EK not enrolled one, no challenge,
+//	     challenge for another SRK            401     401010 / 401011 / 401012
+//	no certificate and no TPM attestation     401     401000
 //	entry disabled since CONNECT              401     401002 (and a refusal event)
 //	operation unknown, expired, not its own   404     404203
 //	too many polls / registers                429     429001 / 429002, retry-after
@@ -151,6 +159,20 @@
 // Java need the operationId, which the 200 carries). An operation that is
 // not final is still answered 202. Enable it when no C# v2 device
 // provisions against the broker.
+//
+// # TPM
+//
+// Options.TPM (tpmdecide.Attester in the broker) takes both legs of TPM
+// attestation on the registration topics (PROTOCOL.md §5): the first
+// register request with tpm.endorsementKey and tpm.storageRootKey is
+// answered 401 with an authenticationKey blob only that TPM can import; the
+// answer is a SAS token signed with the imported key, in tpm.sasToken of the
+// next register request on the same connection or as the MQTT password of
+// a new one (to any broker sharing the store). The pending challenge is
+// taken atomically before anything is verified, so every answer consumes
+// it; it expires (60 s) and is bound to registration ID, EK and SRK. Every
+// refusal of either leg is recorded as a refused event (attestationType
+// "tpm"), bounded by the per-connection register limit.
 //
 // # Events
 //
