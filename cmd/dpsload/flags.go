@@ -48,6 +48,7 @@ type options struct {
 	groupID      string
 	devices      int
 	devicePrefix string
+	individual   bool
 
 	count       int
 	duration    time.Duration
@@ -92,6 +93,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.groupID, "group-id", "dpsload", "enrollment group `ID` created with --admin (replaced if it exists)")
 	fs.IntVar(&o.devices, "devices", 0, "distinct device identities, minted before the run (default: -n, at most 1000, at least -c)")
 	fs.StringVar(&o.devicePrefix, "device-prefix", "dpsload-", "registration ID `prefix` of the devices")
+	fs.BoolVar(&o.individual, "individual", false, "also enroll every device individually (its own leaf) through --admin, so that the broker decides it by its individual enrollment")
 
 	fs.IntVar(&o.count, "n", 0, "provisionings to start in a run (0: bounded by --duration only)")
 	fs.DurationVar(&o.duration, "duration", 0, "measured window of a run, after the warm-up (0: until -n are done)")
@@ -152,6 +154,9 @@ func (o *options) validate() error {
 	}
 	if o.caCert != "" && o.admin != "" {
 		errs = append(errs, errors.New("--ca-cert and --admin exclude each other: the CA is either yours (enrolled already) or created and enrolled by dpsload"))
+	}
+	if o.individual && o.admin == "" {
+		errs = append(errs, errors.New("--individual needs --admin: the enrollments are created through the admin API"))
 	}
 	if (o.baselineCert == "") != (o.baselineKey == "") {
 		errs = append(errs, errors.New("--baseline-tls-cert and --baseline-tls-key go together"))

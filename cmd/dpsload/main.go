@@ -52,6 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 	if len(args) > 0 && args[0] == "serve-baseline" {
 		return serveBaseline(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "hold" {
+		return hold(ctx, args[1:], stdout, stderr, env)
+	}
 	var o options
 	fs := newFlagSet(&o)
 	fs.SetOutput(stderr)
@@ -84,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 const usage = `Usage:
   dpsload [flags]                  provision devices against brokers, measure, report
   dpsload serve-baseline [flags]   run the baseline broker alone (for --baseline-broker)
+  dpsload hold [flags]             hold idle device connections in steps; read the server's memory at each
 
 Run "go doc github.com/dpsbroker/dpsbroker/cmd/dpsload" for examples.
 
@@ -126,6 +130,7 @@ type Settings struct {
 	Warmup      string  `json:"warmup"`
 	PollAfter   string  `json:"pollAfter"`
 	Devices     int     `json:"devices"`
+	Individual  bool    `json:"individual,omitempty"`
 	BaselineKex string  `json:"baselineKex,omitempty"`
 }
 
@@ -164,12 +169,14 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
+	var admin *service.Client
 	if o.admin != "" && o.usesTarget() {
 		if o.token == "" {
 			return errors.New("--admin needs a token: --token, $DPSLOAD_ADMIN_TOKEN or $DPSBROKER_ADMIN_TOKEN")
 		}
 		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-		if err := pki.Enroll(ctx, service.New(o.admin, o.token, hc), o.groupID); err != nil {
+		admin = service.New(o.admin, o.token, hc)
+		if err := pki.Enroll(ctx, admin, o.groupID); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "dpsload: enrolled group %q for a fresh device CA\n", o.groupID)
@@ -188,6 +195,13 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 		return err
 	}
 	fmt.Fprintf(stderr, "dpsload: minted %d device certificates in %v (not measured)\n", nDev, time.Since(mintStart).Round(time.Millisecond))
+	if o.individual && o.usesTarget() {
+		enrollStart := time.Now()
+		if err := fleet.EnrollIndividually(ctx, admin, devices); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "dpsload: enrolled %d devices individually in %v (not measured)\n", nDev, time.Since(enrollStart).Round(time.Millisecond))
+	}
 
 	curves, _ := curvePrefs(o.curves)
 	base := load.Config{
@@ -243,7 +257,7 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 		Tool: "dpsload", Args: redactArgs(args), Started: time.Now(), Machine: sysstat.Describe(),
 		Settings: Settings{
 			MQTT: o.mqtt, Curves: o.curves, Resume: o.resume, Concurrency: o.concurrency, Rate: o.rate,
-			Count: o.count, Warmup: o.warmup.String(), PollAfter: o.pollAfter, Devices: nDev,
+			Count: o.count, Warmup: o.warmup.String(), PollAfter: o.pollAfter, Devices: nDev, Individual: o.individual,
 		},
 	}
 	if file.Settings.PollAfter == "" {
@@ -449,8 +463,8 @@ func printResult(w io.Writer, r *load.Result) {
 	if r.Round > 0 {
 		label = fmt.Sprintf("%s#%d", r.Label, r.Round)
 	}
-	fmt.Fprintf(w, "%-12s rate %8.1f/s  ok %-7d err %-5d p50 %7.2fms p99 %7.2fms max %7.2fms",
-		label, r.Rate, r.Completed, r.Errors, r.Latency.P50Ms, r.Latency.P99Ms, r.Latency.MaxMs)
+	fmt.Fprintf(w, "%-12s rate %8.1f/s  ok %-7d err %-5d p50 %7.2fms p99 %7.2fms max %7.2fms (from CONNECT p99 %.2fms)",
+		label, r.Rate, r.Completed, r.Errors, r.Latency.P50Ms, r.Latency.P99Ms, r.Latency.MaxMs, r.FromConnect.P99Ms)
 	if s := r.Server; s != nil {
 		if s.Error != "" {
 			fmt.Fprintf(w, "  server ?(%s)", s.Error)

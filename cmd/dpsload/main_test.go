@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +301,82 @@ func TestComparePairsRounds(t *testing.T) {
 	}
 	if !near(c.CleanServerCPUMedian, 1.375) || !near(c.RateRatio, 630.0/900) {
 		t.Errorf("clean cpu %v, rate ratio %v", c.CleanServerCPUMedian, c.RateRatio)
+	}
+}
+
+// TestIndividualDevices: with --individual every device gets its own
+// enrollment and is admitted by it, not by the group.
+func TestIndividualDevices(t *testing.T) {
+	b := brokertest.New(t)
+	caFile := writeTemp(t, "server-ca.pem", b.ServerCA.CertPEM())
+	f, _ := runLoad(t,
+		"--broker", b.MQTTAddr(), "--ca-file", caFile, "--id-scope", b.IDScope(),
+		"--admin", b.AdminURL(), "--token", b.AdminToken(), "--group-id", "load-ind",
+		"--individual", "--device-prefix", "ind-", "-n", "12", "-c", "3", "--poll-after", "0",
+	)
+	if len(f.Runs) != 1 || f.Runs[0].Completed != 12 || f.Runs[0].Errors != 0 {
+		t.Fatalf("runs %+v", f.Runs)
+	}
+	if f.Runs[0].FromConnect.Count != 12 || f.Runs[0].FromConnect.P99Ms <= 0 || f.Runs[0].FromConnect.P99Ms > f.Runs[0].Latency.MaxMs {
+		t.Errorf("from-CONNECT latency %+v, whole %+v", f.Runs[0].FromConnect, f.Runs[0].Latency)
+	}
+	ctx := context.Background()
+	e, err := b.AdminClient().GetEnrollment(ctx, "ind-000000")
+	if err != nil || !e.Enabled() {
+		t.Fatalf("individual enrollment: %v", err)
+	}
+	r, err := b.AdminClient().GetRegistration(ctx, "ind-000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.EnrollmentGroupID != "" {
+		t.Errorf("admitted by group %q, want the individual enrollment", r.EnrollmentGroupID)
+	}
+}
+
+// TestHold: idle connections are opened in steps and the server's memory
+// is read at each; the in-process broker is this test's own process.
+func TestHold(t *testing.T) {
+	b := brokertest.New(t)
+	caFile := writeTemp(t, "server-ca.pem", b.ServerCA.CertPEM())
+	out := filepath.Join(t.TempDir(), "hold.json")
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code := run(ctx, []string{"hold", "--broker", b.MQTTAddr(), "--ca-file", caFile, "--id-scope", b.IDScope(),
+		"--admin", b.AdminURL(), "--token", b.AdminToken(), "--levels", "3,6", "--settle", "10ms", "-c", "2",
+		"--server-pid", strconv.Itoa(os.Getpid()), "--out", out}, &stdout, &stderr, func(string) (string, bool) { return "", false })
+	t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h HoldFile
+	if err := json.Unmarshal(data, &h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Points) != 3 || h.Points[0].Connections != 0 || h.Points[2].Connections != 6 || h.Failed != 0 {
+		t.Errorf("points %+v, failed %d %v", h.Points, h.Failed, h.FailedBy)
+	}
+	for _, p := range h.Points {
+		if p.RSSBytes == 0 {
+			t.Errorf("no RSS at %d connections", p.Connections)
+		}
+	}
+}
+
+func TestHoldUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"hold"}, // no --ca-file, no --server-pid, no CA
+		{"hold", "--ca-file", "x", "--server-pid", "1", "--admin", "https://127.0.0.1:1", "--levels", "5,2"},
+		{"hold", "--ca-file", "x", "--server-pid", "1", "--ca-cert", "a", "--ca-key", "b", "--admin", "https://127.0.0.1:1"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), args, io.Discard, &stderr, func(string) (string, bool) { return "", false }); code != exitUsage {
+			t.Errorf("%v: exit %d, want usage (%s)", args, code, stderr.String())
+		}
 	}
 }

@@ -7,6 +7,7 @@ package fleet
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime"
@@ -127,4 +128,77 @@ func ServerIdentity() (certPEM, keyPEM []byte, roots *x509.CertPool, err error) 
 		return nil, nil, nil, fmt.Errorf("fleet: %w", err)
 	}
 	return leaf.ChainPEM(), leaf.KeyPEM(), root.Pool(), nil
+}
+
+// EnrollIndividually creates or replaces an enabled individual X.509
+// enrollment for each device, holding its own leaf certificate, through
+// the admin API's bulk endpoint (service.MaxBulkItems per request, a few
+// requests in flight). Such devices are decided by their individual
+// enrollment: the broker finds it by registration ID and compares the
+// leaf's thumbprint, where a group device is found by walking its chain.
+func EnrollIndividually(ctx context.Context, admin *service.Client, devices []*load.Device) error {
+	const inFlight = 4
+	batches := make(chan []*provisioning.IndividualEnrollment)
+	errs := make([]error, inFlight)
+	var wg sync.WaitGroup
+	for w := range inFlight {
+		wg.Go(func() {
+			for es := range batches {
+				if errs[w] != nil {
+					continue // drain
+				}
+				res, err := admin.BulkEnrollments(ctx, service.BulkUpdate, es)
+				switch {
+				case err != nil:
+					errs[w] = fmt.Errorf("fleet: bulk enroll %q...: %w", es[0].RegistrationID, err)
+				case !res.IsSuccessful || len(res.Errors) > 0:
+					errs[w] = fmt.Errorf("fleet: bulk enroll %q...: %d items failed, first: %+v", es[0].RegistrationID, len(res.Errors), res.Errors)
+				}
+			}
+		})
+	}
+	var buildErr error
+	batch := make([]*provisioning.IndividualEnrollment, 0, service.MaxBulkItems)
+	flush := func() {
+		if len(batch) > 0 {
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+			}
+			batch = make([]*provisioning.IndividualEnrollment, 0, service.MaxBulkItems)
+		}
+	}
+	for _, d := range devices {
+		cert := d.Cred.ClientCertificate()
+		if cert == nil || len(cert.Certificate) == 0 {
+			buildErr = fmt.Errorf("fleet: device %s has no certificate to enroll", d.RegistrationID)
+			break
+		}
+		batch = append(batch, IndividualEnrollment(d.RegistrationID, cert.Certificate[0]))
+		if len(batch) == service.MaxBulkItems {
+			flush()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	flush()
+	close(batches)
+	wg.Wait()
+	return errors.Join(append(errs, buildErr, ctx.Err())...)
+}
+
+// IndividualEnrollment is an enabled X.509 individual enrollment whose
+// primary client certificate is leafDER.
+func IndividualEnrollment(registrationID string, leafDER []byte) *provisioning.IndividualEnrollment {
+	return &provisioning.IndividualEnrollment{
+		RegistrationID: registrationID,
+		Attestation: provisioning.AttestationMechanism{
+			Type: provisioning.AttestationX509,
+			X509: &provisioning.X509Attestation{ClientCertificates: &provisioning.X509Certificates{
+				Primary: &provisioning.X509CertificateWithInfo{Certificate: base64.StdEncoding.EncodeToString(leafDER)},
+			}},
+		},
+		EnrollmentPolicy: provisioning.EnrollmentPolicy{ProvisioningStatus: provisioning.StatusEnabled},
+	}
 }

@@ -92,6 +92,9 @@ type outcome struct {
 	resumed bool
 	polls   int
 	fast    bool // the register request was answered 200 at once
+	// fromConnect is the time from sending CONNECT to reading the final
+	// "assigned" answer: what the device waits once its TLS session is up.
+	fromConnect time.Duration
 }
 
 // provision runs the whole device flow once: TLS, CONNECT, SUBSCRIBE,
@@ -123,6 +126,7 @@ func (r *runner) provision(ctx context.Context, dev *Device, tgt *Target, deadli
 	out.curve, out.resumed = cs.CurveID, cs.DidResume
 
 	c := mqttraw.NewClient(tc, r.cfg.MQTTVersion)
+	connectAt := time.Now()
 	if _, err := c.Connect(mqttraw.Connect{
 		ClientID:   dev.RegistrationID,
 		Username:   wire.FormatUsername(r.cfg.IDScope, dev.RegistrationID, "", "dpsload"),
@@ -156,6 +160,7 @@ func (r *runner) provision(ctx context.Context, dev *Device, tgt *Target, deadli
 				}
 				return out, &opError{reason: reason, err: fmt.Errorf("final status %q", st.Status)}
 			}
+			out.fromConnect = time.Since(connectAt)
 			_ = c.Disconnect()
 			return out, nil
 		case 202:
