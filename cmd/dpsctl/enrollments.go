@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 )
@@ -79,11 +77,11 @@ func enrollmentCommands() map[string]command {
 			help:  "create an individual enrollment (fails if it exists, unless --replace)",
 			run:   enrollmentCreate,
 		},
-		"show":    {usage: "ID", help: "show an enrollment with its registration state", run: enrollmentShow},
-		"list":    {usage: "", help: "list individual enrollments", run: enrollmentList},
-		"enable":  {usage: "ID", help: "enable an enrollment", run: enrollmentSetStatus(provisioning.StatusEnabled)},
-		"disable": {usage: "ID", help: "disable an enrollment (its devices are refused at once)", run: enrollmentSetStatus(provisioning.StatusDisabled)},
-		"delete":  {usage: "ID [--etag E]", help: "delete an enrollment", run: enrollmentDelete},
+		"show":    {usage: "ID", help: "show an enrollment with its registration state", run: enrollments.show},
+		"list":    {usage: "", help: "list individual enrollments", run: enrollments.listCmd},
+		"enable":  {usage: "ID", help: "enable an enrollment", run: enrollments.setStatus(provisioning.StatusEnabled)},
+		"disable": {usage: "ID", help: "disable an enrollment (its devices are refused at once)", run: enrollments.setStatus(provisioning.StatusDisabled)},
+		"delete":  {usage: "ID [--etag E]", help: "delete an enrollment", run: enrollments.delete},
 	}
 }
 
@@ -131,35 +129,7 @@ func enrollmentCreate(ctx context.Context, e *env, args []string) error {
 		return usagef("--secondary-cert needs --cert")
 	}
 	pf.apply(&en.EnrollmentPolicy)
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if !replace {
-		if err := mustNotExist(c.GetEnrollment(ctx, id)); err != nil {
-			return fmt.Errorf("enrollment %q %w", id, err)
-		}
-	}
-	out, err := c.PutEnrollment(ctx, en, "")
-	if err != nil {
-		return err
-	}
-	return printJSON(e.stdout, out)
-}
-
-// errExists says why create refused; the caller prefixes the entry.
-var errExists = errors.New("already exists (use --replace to overwrite it)")
-
-// mustNotExist turns the result of a Get into create's precondition.
-func mustNotExist[T any](_ T, err error) error {
-	switch {
-	case err == nil:
-		return errExists
-	case errors.Is(err, provisioning.ErrNotFound):
-		return nil
-	default:
-		return err
-	}
+	return enrollments.create(ctx, e, id, en, replace)
 }
 
 func countTrue(bs ...bool) int {
@@ -170,96 +140,4 @@ func countTrue(bs ...bool) int {
 		}
 	}
 	return n
-}
-
-func enrollmentShow(ctx context.Context, e *env, args []string) error {
-	pos, err := parse(newFlags(e, "enrollment show"), args, 1, "ID")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	en, err := c.GetEnrollment(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return show(e, en, enrollmentHeader, enrollmentRow(en))
-}
-
-func enrollmentList(ctx context.Context, e *env, args []string) error {
-	if _, err := parse(newFlags(e, "enrollment list"), args, 0); err != nil {
-		return err
-	}
-	if _, err := outputFormat(e, "table"); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	all, err := c.ListEnrollments(ctx)
-	if err != nil {
-		return err
-	}
-	return list(e, all, enrollmentHeader, enrollmentRow)
-}
-
-// enrollmentSetStatus is a read-modify-write guarded by If-Match, so that a
-// concurrent change is never overwritten.
-func enrollmentSetStatus(s provisioning.ProvisioningStatus) func(context.Context, *env, []string) error {
-	return func(ctx context.Context, e *env, args []string) error {
-		pos, err := parse(newFlags(e, "enrollment "+verb(s)), args, 1, "ID")
-		if err != nil {
-			return err
-		}
-		c, err := e.client()
-		if err != nil {
-			return err
-		}
-		en, err := c.GetEnrollment(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		en.ProvisioningStatus = s
-		if _, err := c.PutEnrollment(ctx, en, en.ETag); err != nil {
-			return changedConcurrently(err)
-		}
-		fmt.Fprintf(e.stdout, "enrollment %s %s\n", en.RegistrationID, s)
-		return nil
-	}
-}
-
-func verb(s provisioning.ProvisioningStatus) string {
-	if s == provisioning.StatusDisabled {
-		return "disable"
-	}
-	return "enable"
-}
-
-// changedConcurrently explains a 412 of a read-modify-write.
-func changedConcurrently(err error) error {
-	if errors.Is(err, provisioning.ErrPreconditionFailed) {
-		return fmt.Errorf("the entry changed while this command ran; run it again: %w", err)
-	}
-	return err
-}
-
-func enrollmentDelete(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "enrollment delete")
-	etag := fs.String("etag", "", "delete only if the entry still has this etag")
-	pos, err := parse(fs, args, 1, "ID")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteEnrollment(ctx, pos[0], *etag); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "enrollment %s deleted\n", pos[0])
-	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 )
@@ -14,11 +13,11 @@ func groupCommands() map[string]command {
 			help:  "create an enrollment group (fails if it exists, unless --replace)",
 			run:   groupCreate,
 		},
-		"show":    {usage: "G", help: "show an enrollment group", run: groupShow},
-		"list":    {usage: "", help: "list enrollment groups", run: groupList},
-		"enable":  {usage: "G", help: "enable a group", run: groupSetStatus(provisioning.StatusEnabled)},
-		"disable": {usage: "G", help: "disable a group (its devices are refused at once)", run: groupSetStatus(provisioning.StatusDisabled)},
-		"delete":  {usage: "G [--etag E]", help: "delete a group (its registration records stay)", run: groupDelete},
+		"show":    {usage: "G", help: "show an enrollment group", run: groups.show},
+		"list":    {usage: "", help: "list enrollment groups", run: groups.listCmd},
+		"enable":  {usage: "G", help: "enable a group", run: groups.setStatus(provisioning.StatusEnabled)},
+		"disable": {usage: "G", help: "disable a group (its devices are refused at once)", run: groups.setStatus(provisioning.StatusDisabled)},
+		"delete":  {usage: "G [--etag E]", help: "delete a group (its registration records stay)", run: groups.delete},
 	}
 }
 
@@ -73,93 +72,5 @@ func groupCreate(ctx context.Context, e *env, args []string) error {
 		g.Attestation.Type = provisioning.AttestationTPM
 	}
 	pf.apply(&g.EnrollmentPolicy)
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if !replace {
-		if err := mustNotExist(c.GetEnrollmentGroup(ctx, id)); err != nil {
-			return fmt.Errorf("group %q %w", id, err)
-		}
-	}
-	out, err := c.PutEnrollmentGroup(ctx, g, "")
-	if err != nil {
-		return err
-	}
-	return printJSON(e.stdout, out)
-}
-
-func groupShow(ctx context.Context, e *env, args []string) error {
-	pos, err := parse(newFlags(e, "group show"), args, 1, "G")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	g, err := c.GetEnrollmentGroup(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return show(e, g, groupHeader, groupRow(g))
-}
-
-func groupList(ctx context.Context, e *env, args []string) error {
-	if _, err := parse(newFlags(e, "group list"), args, 0); err != nil {
-		return err
-	}
-	if _, err := outputFormat(e, "table"); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	all, err := c.ListEnrollmentGroups(ctx)
-	if err != nil {
-		return err
-	}
-	return list(e, all, groupHeader, groupRow)
-}
-
-func groupSetStatus(s provisioning.ProvisioningStatus) func(context.Context, *env, []string) error {
-	return func(ctx context.Context, e *env, args []string) error {
-		pos, err := parse(newFlags(e, "group "+verb(s)), args, 1, "G")
-		if err != nil {
-			return err
-		}
-		c, err := e.client()
-		if err != nil {
-			return err
-		}
-		g, err := c.GetEnrollmentGroup(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		g.ProvisioningStatus = s
-		if _, err := c.PutEnrollmentGroup(ctx, g, g.ETag); err != nil {
-			return changedConcurrently(err)
-		}
-		fmt.Fprintf(e.stdout, "group %s %s\n", g.EnrollmentGroupID, s)
-		return nil
-	}
-}
-
-func groupDelete(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "group delete")
-	etag := fs.String("etag", "", "delete only if the group still has this etag")
-	pos, err := parse(fs, args, 1, "G")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteEnrollmentGroup(ctx, pos[0], *etag); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "group %s deleted\n", pos[0])
-	return nil
+	return groups.create(ctx, e, id, g, replace)
 }

@@ -9,73 +9,19 @@ import (
 
 func registrationCommands() map[string]command {
 	return map[string]command{
-		"show":   {usage: "ID", help: "show the registration record of a device", run: registrationShow},
-		"list":   {usage: "[--group G]", help: "list registration records (of one group)", run: registrationList},
-		"delete": {usage: "ID [--etag E]", help: "delete a registration record (the device registers afresh)", run: registrationDelete},
+		"show":   {usage: "ID", help: "show the registration record of a device", run: registrations.show},
+		"list":   {usage: "[--group G]", help: "list registration records (of one group)", run: registrations.listCmd},
+		"delete": {usage: "ID [--etag E]", help: "delete a registration record (the device registers afresh)", run: registrations.delete},
 	}
-}
-
-func registrationShow(ctx context.Context, e *env, args []string) error {
-	pos, err := parse(newFlags(e, "registration show"), args, 1, "ID")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	r, err := c.GetRegistration(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return show(e, r, registrationHeader, registrationRow(r))
-}
-
-func registrationList(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "registration list")
-	group := fs.String("group", "", "only the records admitted by this enrollment group")
-	if _, err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	if _, err := outputFormat(e, "table"); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	all, err := c.ListRegistrations(ctx, *group)
-	if err != nil {
-		return err
-	}
-	return list(e, all, registrationHeader, registrationRow)
-}
-
-func registrationDelete(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "registration delete")
-	etag := fs.String("etag", "", "delete only if the record still has this etag")
-	pos, err := parse(fs, args, 1, "ID")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteRegistration(ctx, pos[0], *etag); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "registration %s deleted\n", pos[0])
-	return nil
 }
 
 func caCommands() map[string]command {
 	return map[string]command{
 		"upload": {usage: "--name N --cert ca.pem [--verified] [--replace]",
 			help: "upload a CA certificate (--verified self-attests possession of its key)", run: caUpload},
-		"show":   {usage: "NAME", help: "show a CA certificate", run: caShow},
-		"list":   {usage: "", help: "list CA certificates", run: caList},
-		"delete": {usage: "NAME [--etag E]", help: "delete a CA certificate", run: caDelete},
+		"show":   {usage: "NAME", help: "show a CA certificate", run: caCertificates.show},
+		"list":   {usage: "", help: "list CA certificates", run: caCertificates.listCmd},
+		"delete": {usage: "NAME [--etag E]", help: "delete a CA certificate", run: caCertificates.delete},
 		"verification-code": {usage: "NAME",
 			help: "generate a proof-of-possession code: issue a certificate with this CN, signed by the CA's key, then run 'ca verify'", run: caVerificationCode},
 		"verify": {usage: "NAME --cert proof.pem", help: "prove possession of the CA's key with a certificate whose CN is the verification code", run: caVerify},
@@ -98,72 +44,7 @@ func caUpload(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if !*replace {
-		if err := mustNotExist(c.GetCACertificate(ctx, *name)); err != nil {
-			return fmt.Errorf("CA certificate %q %w", *name, err)
-		}
-	}
-	out, err := c.PutCACertificate(ctx, &provisioning.CACertificate{Name: *name, Certificate: pemText, IsVerified: *verified}, "")
-	if err != nil {
-		return err
-	}
-	return printJSON(e.stdout, out)
-}
-
-func caShow(ctx context.Context, e *env, args []string) error {
-	pos, err := parse(newFlags(e, "ca show"), args, 1, "NAME")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	ca, err := c.GetCACertificate(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return show(e, ca, caHeader, caRow(ca))
-}
-
-func caList(ctx context.Context, e *env, args []string) error {
-	if _, err := parse(newFlags(e, "ca list"), args, 0); err != nil {
-		return err
-	}
-	if _, err := outputFormat(e, "table"); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	all, err := c.ListCACertificates(ctx)
-	if err != nil {
-		return err
-	}
-	return list(e, all, caHeader, caRow)
-}
-
-func caDelete(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "ca delete")
-	etag := fs.String("etag", "", "delete only if the certificate still has this etag")
-	pos, err := parse(fs, args, 1, "NAME")
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteCACertificate(ctx, pos[0], *etag); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "CA certificate %s deleted\n", pos[0])
-	return nil
+	return caCertificates.create(ctx, e, *name, &provisioning.CACertificate{Name: *name, Certificate: pemText, IsVerified: *verified}, *replace)
 }
 
 // caVerificationCode prints only the code (with -o json, the certificate),
