@@ -1,0 +1,432 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// The shapes of dpsload's JSON result files that the report reads.
+type (
+	loadFile struct {
+		Args    []string       `json:"args"`
+		Machine machine        `json:"machine"`
+		Runs    []loadRun      `json:"runs"`
+		Compare *loadCompare   `json:"compare"`
+		Extra   map[string]any `json:"-"`
+	}
+	machine struct {
+		Kernel     string `json:"kernel"`
+		CPUModel   string `json:"cpuModel"`
+		NumCPU     int    `json:"numCPU"`
+		GOMAXPROCS int    `json:"gomaxprocs"`
+		GoVersion  string `json:"goVersion"`
+		MemTotal   uint64 `json:"memTotalBytes"`
+		OS         string `json:"os"`
+		Arch       string `json:"arch"`
+	}
+	loadRun struct {
+		Label          string           `json:"label"`
+		Round          int              `json:"round"`
+		Concurrency    int              `json:"concurrency"`
+		TargetRate     float64          `json:"targetRate"`
+		Completed      int64            `json:"completed"`
+		Rate           float64          `json:"rate"`
+		Errors         int64            `json:"errors"`
+		ErrorsByReason map[string]int64 `json:"errorsByReason"`
+		Latency        latency          `json:"latency"`
+		FromConnect    latency          `json:"latencyFromConnect"`
+		Polls          int64            `json:"polls"`
+		FastAssigned   int64            `json:"fastAssigned"`
+		Server         *struct {
+			PerOpUs float64 `json:"cpuPerRegistrationUs"`
+			Cores   float64 `json:"cores"`
+			RSSEnd  uint64  `json:"rssEndBytes"`
+			Error   string  `json:"error"`
+		} `json:"server"`
+		LoadGenerator struct {
+			PerOpUs float64 `json:"cpuPerRegistrationUs"`
+		} `json:"loadGenerator"`
+		Machine struct {
+			OtherCores float64 `json:"otherCores"`
+			Noisy      bool    `json:"noisy"`
+		} `json:"machine"`
+	}
+	latency struct {
+		Count   uint64   `json:"count"`
+		P50Ms   float64  `json:"p50Ms"`
+		P90Ms   float64  `json:"p90Ms"`
+		P99Ms   float64  `json:"p99Ms"`
+		P999Ms  float64  `json:"p999Ms"`
+		MaxMs   float64  `json:"maxMs"`
+		Buckets []bucket `json:"buckets"`
+	}
+	bucket struct {
+		UpperNs int64  `json:"upperNs"`
+		Count   uint64 `json:"count"`
+	}
+	loadCompare struct {
+		RateRatio            float64   `json:"rateRatio"`
+		ServerCPURatio       float64   `json:"serverCpuRatio"`
+		PairedRate           []float64 `json:"pairedRateRatios"`
+		PairedServerCPU      []float64 `json:"pairedServerCpuRatios"`
+		CleanRounds          int       `json:"cleanRounds"`
+		CleanRateMedian      float64   `json:"cleanPairedRateRatioMedian"`
+		CleanServerCPUMedian float64   `json:"cleanPairedServerCpuRatioMedian"`
+	}
+	holdFile struct {
+		Points []struct {
+			Connections int    `json:"connections"`
+			RSSBytes    uint64 `json:"rssBytes"`
+			HeapInuse   uint64 `json:"heapInuseBytes"`
+			StackInuse  uint64 `json:"stackInuseBytes"`
+			Goroutines  uint64 `json:"goroutines"`
+		} `json:"points"`
+		BytesPerConnection     float64          `json:"rssBytesPerConnection"`
+		HeapBytesPerConnection float64          `json:"heapStackBytesPerConnection"`
+		ConnectRate            float64          `json:"connectRate"`
+		Failed                 int64            `json:"failed"`
+		FailedBy               map[string]int64 `json:"failedBy"`
+	}
+)
+
+// dpsload runs the built dpsload with args, its JSON result to
+// results/name.json and its output to logs/name.log, and records the
+// command for the report.
+func (b *bench) dpsload(ctx context.Context, name string, args ...string) (string, error) {
+	out := filepath.Join(b.work, "results", name+".json")
+	args = append(args, "--out", out)
+	logf, err := os.Create(filepath.Join(b.work, "logs", name+".log"))
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = logf.Close() }()
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "dpsload"), args...)
+	cmd.Env = append(os.Environ(), "DPSLOAD_ADMIN_TOKEN="+b.token)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.WaitDelay = 10 * time.Second
+	line := b.shown("dpsload " + strings.Join(args, " "))
+	b.logf("%s", name)
+	if err := cmd.Run(); err != nil {
+		tail, _ := os.ReadFile(logf.Name())
+		if len(tail) > 2000 {
+			tail = tail[len(tail)-2000:]
+		}
+		return "", fmt.Errorf("%s: %w\n%s", line, err, tail)
+	}
+	b.rep.commands = append(b.rep.commands, line)
+	return out, nil
+}
+
+func readJSON[T any](path string) (*T, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &v, nil
+}
+
+// targetArgs are the flags every run against a broker shares.
+func (b *bench) targetArgs(br *broker) []string {
+	args := []string{"--broker", br.mqtt, "--ca-file", b.pki("root.pem"), "--admin", br.admin,
+		"--poll-after", "0", "--quiet", "--idle-wait", b.cfg.idleWait}
+	for _, p := range b.pids(br) {
+		args = append(args, "--server-pid", fmt.Sprint(p))
+	}
+	return args
+}
+
+func (b *bench) baselineArgs() []string {
+	return []string{"--baseline-tls-cert", b.pki("server.pem"), "--baseline-tls-key", b.pki("server.key")}
+}
+
+func (b *bench) runPlan(ctx context.Context) error {
+	c := b.cfg
+	b.rep.quick = c.quick
+	b.rep.started = time.Now()
+	if err := b.startRedis(ctx); err != nil {
+		return err
+	}
+
+	// Seeding first: the large fleet must be in the embedded store file
+	// before its broker opens it.
+	if err := b.seedFleets(ctx); err != nil {
+		return err
+	}
+
+	emb, err := b.startBroker(ctx, "embedded", brokerOpts{fastPath: true, redisDB: -1})
+	if err != nil {
+		return err
+	}
+	red, err := b.startBroker(ctx, "redis", brokerOpts{fastPath: true, redisDB: 0})
+	if err != nil {
+		return err
+	}
+
+	// 1. Throughput against concurrency, interleaved with the baseline.
+	win := c.window.String()
+	for _, conc := range c.concurrency {
+		for r := 1; r <= c.rounds; r++ {
+			order := []*broker{emb, red}
+			if r%2 == 0 {
+				order = []*broker{red, emb}
+			}
+			for _, br := range order {
+				name := fmt.Sprintf("throughput-%s-c%d-r%d", br.name, conc, r)
+				args := append(b.targetArgs(br), b.baselineArgs()...)
+				args = append(args, "-c", fmt.Sprint(conc), "--warmup", "1s", "--duration", win, "--compare", "--rounds", "2")
+				path, err := b.dpsload(ctx, name, args...)
+				if err != nil {
+					return err
+				}
+				f, err := readJSON[loadFile](path)
+				if err != nil {
+					return err
+				}
+				b.rep.machine = f.Machine
+				b.rep.throughput = append(b.rep.throughput, throughputRun{store: br.name, conc: conc, file: f})
+			}
+		}
+	}
+
+	// 2. Latency at half the highest rate measured for the embedded store.
+	maxRate := 0.0
+	for _, t := range b.rep.throughput {
+		if t.store == "embedded" {
+			maxRate = max(maxRate, medianRate(t.file.Runs, "target"))
+		}
+	}
+	if maxRate <= 0 {
+		return fmt.Errorf("no throughput measured")
+	}
+	b.rep.maxRate = maxRate
+	rate := fmt.Sprintf("%.0f", maxRate/2)
+	poll, err := b.startBroker(ctx, "embedded-poll", brokerOpts{fastPath: false, redisDB: -1})
+	if err != nil {
+		return err
+	}
+	latArgs := []string{"--rate", rate, "-c", "256", "--devices", "1000", "--warmup", "1s", "--duration", c.latWindow.String()}
+	for r := 1; r <= c.rounds; r++ {
+		steps := []string{"baseline", "fast", "poll"}
+		if r%2 == 0 {
+			steps = []string{"poll", "fast", "baseline"}
+		}
+		for _, s := range steps {
+			name := fmt.Sprintf("latency-%s-r%d", s, r)
+			var args []string
+			switch s {
+			case "baseline":
+				args = append([]string{"--baseline", "--ca-file", b.pki("root.pem"), "--quiet", "--idle-wait", b.cfg.idleWait}, b.baselineArgs()...)
+			case "fast":
+				args = b.targetArgs(emb)
+			case "poll":
+				args = b.targetArgs(poll)
+			}
+			path, err := b.dpsload(ctx, name, append(args, latArgs...)...)
+			if err != nil {
+				return err
+			}
+			f, err := readJSON[loadFile](path)
+			if err != nil {
+				return err
+			}
+			b.rep.latency = append(b.rep.latency, latencyRun{kind: s, file: f})
+		}
+	}
+	b.stopBroker(poll)
+
+	// 3. Memory of idle connected devices: a fresh broker, then the baseline.
+	if err := b.memory(ctx); err != nil {
+		return err
+	}
+
+	// 4. Fleet size.
+	if err := b.fleetRuns(ctx); err != nil {
+		return err
+	}
+	b.stopBroker(emb)
+	b.stopBroker(red)
+
+	b.rep.finished = time.Now()
+	return b.writeReport()
+}
+
+func (b *bench) memory(ctx context.Context) error {
+	hb, err := b.startBroker(ctx, "hold", brokerOpts{fastPath: true, redisDB: -1})
+	if err != nil {
+		return err
+	}
+	common := []string{"--ca-file", b.pki("root.pem"), "--levels", b.cfg.holdLevels, "--settle", "3s", "-c", "32"}
+	path, err := b.dpsload(ctx, "memory-broker", append([]string{"hold", "--broker", hb.mqtt, "--admin", hb.admin,
+		"--server-pid", fmt.Sprint(hb.p.pid), "--metrics", hb.http + "/metrics"}, common...)...)
+	b.stopBroker(hb)
+	if err != nil {
+		return err
+	}
+	if b.rep.memBroker, err = readJSON[holdFile](path); err != nil {
+		return err
+	}
+
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	bl, err := start(filepath.Join(b.work, "logs"), "baseline-hold", nil, filepath.Join(b.bin, "dpsload"), "serve-baseline",
+		"--listen", addr, "--tls-cert", b.pki("server.pem"), "--tls-key", b.pki("server.key"), "--client-ca", b.pki("devices-root.pem"))
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, bl)
+	if err := waitFor(ctx, bl, 15*time.Second, "listening", tcpOpen(addr)); err != nil {
+		return err
+	}
+	b.rep.commands = append(b.rep.commands, b.shown("dpsload serve-baseline --listen "+addr+" --tls-cert "+b.pki("server.pem")+
+		" --tls-key "+b.pki("server.key")+" --client-ca "+b.pki("devices-root.pem")))
+	path, err = b.dpsload(ctx, "memory-baseline", append([]string{"hold", "--broker", addr,
+		"--ca-cert", b.pki("devices-ca.pem"), "--ca-key", b.pki("devices-ca.key"), "--server-pid", fmt.Sprint(bl.pid)}, common...)...)
+	b.stopBroker(&broker{p: bl})
+	if err != nil {
+		return err
+	}
+	b.rep.memBaseline, err = readJSON[holdFile](path)
+	return err
+}
+
+// seedFleets writes the small and the large fake fleets: straight into
+// the embedded store files, and through the Redis store into databases 1
+// (small) and 2 (large).
+func (b *bench) seedFleets(ctx context.Context) error {
+	c := b.cfg
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"fleet-small", c.smallFleet}, {"fleet-large", c.fleet}} {
+		dir := filepath.Join(b.work, "brokers", f.name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		b.logf("seeding %d enrollments into the embedded store %s", f.n, f.name)
+		d, err := seedBolt(ctx, filepath.Join(dir, "dpsbroker.db"), "fleet-", f.n, b.log)
+		if err != nil {
+			return err
+		}
+		st, _ := os.Stat(filepath.Join(dir, "dpsbroker.db"))
+		b.rep.seeds = append(b.rep.seeds, seedResult{store: "embedded", n: f.n, took: d, bytes: uint64(st.Size())})
+		b.rep.commands = append(b.rep.commands, b.shown(fmt.Sprintf("dpsbench seed -bolt %s -n %d", filepath.Join(dir, "dpsbroker.db"), f.n)))
+	}
+	if !c.redisFleet {
+		return nil
+	}
+	for db, n := range map[int]int{1: c.smallFleet, 2: c.fleet} {
+		before, _ := rssOf(b.redis.pid)
+		b.logf("seeding %d enrollments into Redis db %d", n, db)
+		d, err := seedRedis(ctx, b.rAddr, db, defaultIDScope, "fleet-", n, b.log)
+		if err != nil {
+			return err
+		}
+		after, _ := rssOf(b.redis.pid)
+		b.rep.seeds = append(b.rep.seeds, seedResult{store: "redis", n: n, took: d, bytes: after - min(before, after)})
+		b.rep.commands = append(b.rep.commands, b.shown(fmt.Sprintf("dpsbench seed -redis %s -db %d -n %d", b.rAddr, db, n)))
+	}
+	return nil
+}
+
+// defaultIDScope is the broker's default ID scope, which the Redis keys
+// are namespaced by.
+const defaultIDScope = "0ne00000000"
+
+func (b *bench) fleetRuns(ctx context.Context) error {
+	c := b.cfg
+	type pair struct {
+		store        string
+		small, large *broker
+	}
+	var pairs []pair
+	s, err := b.startBroker(ctx, "fleet-small", brokerOpts{fastPath: true, redisDB: -1})
+	if err != nil {
+		return err
+	}
+	l, err := b.startBroker(ctx, "fleet-large", brokerOpts{fastPath: true, redisDB: -1})
+	if err != nil {
+		return err
+	}
+	pairs = append(pairs, pair{"embedded", s, l})
+	if c.redisFleet {
+		rs, err := b.startBroker(ctx, "fleet-small-redis", brokerOpts{fastPath: true, redisDB: 1})
+		if err != nil {
+			return err
+		}
+		rl, err := b.startBroker(ctx, "fleet-large-redis", brokerOpts{fastPath: true, redisDB: 2})
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, pair{"redis", rs, rl})
+	}
+	win := c.window.String()
+	for _, p := range pairs {
+		for _, kind := range []string{"group", "individual"} {
+			for r := 1; r <= c.fleetRounds; r++ {
+				order := []*broker{p.small, p.large}
+				if r%2 == 0 {
+					order = []*broker{p.large, p.small}
+				}
+				for _, br := range order {
+					size := c.smallFleet
+					if br == p.large {
+						size = c.fleet
+					}
+					name := fmt.Sprintf("fleet-%s-%s-%d-r%d", p.store, kind, size, r)
+					args := append(b.targetArgs(br), "-c", "16", "--warmup", "1s", "--duration", win, "--device-prefix", kind+"-")
+					if kind == "individual" {
+						args = append(args, "--individual")
+					}
+					path, err := b.dpsload(ctx, name, args...)
+					if err != nil {
+						return err
+					}
+					f, err := readJSON[loadFile](path)
+					if err != nil {
+						return err
+					}
+					b.rep.fleet = append(b.rep.fleet, fleetRun{store: p.store, kind: kind, size: size, round: r, large: br == p.large, file: f})
+				}
+			}
+		}
+		b.stopBroker(p.small)
+		b.stopBroker(p.large)
+	}
+	return nil
+}
+
+func medianRate(runs []loadRun, label string) float64 {
+	var v []float64
+	for _, r := range runs {
+		if r.Label == label {
+			v = append(v, r.Rate)
+		}
+	}
+	return median(v)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
