@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -34,9 +32,8 @@ type keygenFlags struct {
 // a handle, or saved wrapped by the SRK.
 func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f keygenFlags
-	fs := flag.NewFlagSet("dpsdevice x509 keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.tpmPath, "tpm", tpm.DefaultDevicePath, "the TPM: a device path (/dev/tpmrm0), tcp:HOST:PORT (swtpm), or sim (in-process simulator, tests only)")
+	fs := newFlagSet("dpsdevice x509 keygen", stderr)
+	fs.StringVar(&f.tpmPath, "tpm", tpm.DefaultDevicePath, tpmPathHelp)
 	fs.StringVar(&f.registrationID, "registration-id", "", "registration ID, the CSR's subject CN (required)")
 	fs.StringVar(&f.registrationID, "cn", "", "same as --registration-id")
 	fs.StringVar(&f.csrFile, "csr", "", "PEM file to write the certificate signing request to (required)")
@@ -57,16 +54,8 @@ CSR for it. Have the CSR signed by the enrollment group's CA, then provision:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if err := f.check(fs.Args()); err != nil {
-		fmt.Fprintf(stderr, "dpsdevice x509 keygen: %v\n", err)
-		fs.Usage()
-		return exitUsage
+	if code, ok := parseFlags(fs, args, f.check, stderr); !ok {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
@@ -78,18 +67,11 @@ CSR for it. Have the CSR signed by the enrollment group's CA, then provision:
 }
 
 func (f *keygenFlags) check(rest []string) error {
-	var missing []string
-	for _, m := range []struct{ name, v string }{{"--registration-id", f.registrationID}, {"--csr", f.csrFile}, {"--tpm", f.tpmPath}} {
-		if m.v == "" {
-			missing = append(missing, m.name)
-		}
+	if err := requireFlags(rest, [2]string{"--registration-id", f.registrationID}, [2]string{"--csr", f.csrFile}, [2]string{"--tpm", f.tpmPath}); err != nil {
+		return err
 	}
 	var err error
 	switch {
-	case len(missing) > 0:
-		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	case len(rest) > 0:
-		return fmt.Errorf("unexpected argument %q", rest[0])
 	case (f.persistHandle == "") == (f.keyBlob == ""):
 		return errors.New("give exactly one of --persist-handle and --key-blob: where the TPM key is kept")
 	case f.timeout <= 0:
@@ -125,7 +107,7 @@ func (f *keygenFlags) run(ctx context.Context, stdout io.Writer) (err error) {
 			}
 		}()
 	}
-	d, closeTPM, err := openDevice(ctx, f.tpmPath, f.srk)
+	d, closeTPM, err := openDevice(ctx, f.tpmPath, x509KeyOptions(f.srk))
 	if err != nil {
 		return err
 	}

@@ -43,16 +43,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -119,13 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // x509Flags are the flags of "dpsdevice x509".
 type x509Flags struct {
-	broker, idScope, registrationID string
-	certFile, keyFile, caFile       string
-	tpmPath, tpmKey                 string
-	serverName                      string
-	payload                         string
-	timeout                         time.Duration
-	verbose                         bool
+	connFlags
+	certFile, keyFile string
+	tpmPath, tpmKey   string
 
 	tpmRef tpmKeyRef // parsed --tpm-key
 }
@@ -135,20 +126,12 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runKeygen(ctx, args[1:], stdout, stderr)
 	}
 	var f x509Flags
-	fs := flag.NewFlagSet("dpsdevice x509", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.broker, "broker", "", "broker MQTT TLS address, host:port (required)")
-	fs.StringVar(&f.idScope, "id-scope", "", "DPS ID scope (required)")
+	fs := newFlagSet("dpsdevice x509", stderr)
+	f.register(fs, "registration ID (default: the certificate's CN, which it must equal)")
 	fs.StringVar(&f.certFile, "cert", "", "PEM file: device certificate, then its intermediates (required)")
 	fs.StringVar(&f.keyFile, "key", "", "PEM file: device private key, PKCS #8, EC or PKCS #1 (default: in --cert)")
 	fs.StringVar(&f.tpmKey, "tpm-key", "", "the device key is in the TPM instead: its persistent handle (0x81000002) or the key file of 'x509 keygen --key-blob'")
 	fs.StringVar(&f.tpmPath, "tpm", "", "the TPM holding --tpm-key: a device path, tcp:HOST:PORT (swtpm), or sim (default "+tpm.DefaultDevicePath+")")
-	fs.StringVar(&f.caFile, "ca", "", "PEM file: CA certificates that verify the broker (default: system roots)")
-	fs.StringVar(&f.serverName, "server-name", "", "name to verify in the broker's certificate (default: the --broker host)")
-	fs.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: the certificate's CN, which it must equal)")
-	fs.StringVar(&f.payload, "payload", "", "custom JSON sent with the register request")
-	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "give up after this long")
-	fs.BoolVar(&f.verbose, "v", false, "log each step to standard error")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem [--key dev.key] [--ca root.pem] [flags]
        dpsdevice x509 --broker HOST:PORT --id-scope SCOPE --cert dev.pem --tpm-key 0x81000002|dev.tpmkey [--tpm PATH] [flags]
@@ -157,16 +140,8 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if err := f.check(fs.Args()); err != nil {
-		fmt.Fprintf(stderr, "dpsdevice x509: %v\n", err)
-		fs.Usage()
-		return exitUsage
+	if code, ok := parseFlags(fs, args, f.check, stderr); !ok {
+		return code
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -190,51 +165,18 @@ func runX509(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
 		return exitError
 	}
-	if f.verbose {
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return provisionAndPrint(ctx, cfg, "x509", f.timeout, stdout, stderr)
-}
-
-// provisionAndPrint provisions and prints the registration state as JSON.
-func provisionAndPrint(ctx context.Context, cfg device.Config, sub string, timeout time.Duration, stdout, stderr io.Writer) int {
-	res, err := device.Provision(ctx, cfg)
-	if errors.Is(err, device.ErrInvalidConfig) {
-		fmt.Fprintf(stderr, "dpsdevice %s: %v\n", sub, err)
-		return exitUsage
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "dpsdevice: %s\n", describe(err, timeout))
-		return exitError
-	}
-	out, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		fmt.Fprintf(stderr, "dpsdevice: encode result: %v\n", err)
-		return exitError
-	}
-	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
-		return exitError
-	}
-	return exitOK
+	return f.provision(ctx, cfg, "x509", stdout, stderr)
 }
 
 // check finds the mistakes that are the caller's, before any file is read.
 func (f *x509Flags) check(rest []string) error {
-	var missing []string
-	for _, m := range []struct{ name, v string }{{"--broker", f.broker}, {"--id-scope", f.idScope}, {"--cert", f.certFile}} {
-		if m.v == "" {
-			missing = append(missing, m.name)
-		}
+	if err := requireFlags(rest, [2]string{"--broker", f.broker}, [2]string{"--id-scope", f.idScope}, [2]string{"--cert", f.certFile}); err != nil {
+		return err
+	}
+	if err := f.checkRun(); err != nil {
+		return err
 	}
 	switch {
-	case len(missing) > 0:
-		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	case len(rest) > 0:
-		return fmt.Errorf("unexpected argument %q", rest[0])
-	case f.payload != "" && !json.Valid([]byte(f.payload)):
-		return errors.New("--payload is not valid JSON")
-	case f.timeout <= 0:
-		return errors.New("--timeout must be positive")
 	case f.tpmKey != "" && f.keyFile != "":
 		return errors.New("--key and --tpm-key exclude each other: the key is in a file or in the TPM")
 	case f.tpmPath != "" && f.tpmKey == "":
@@ -266,27 +208,11 @@ func (f *x509Flags) config(key crypto.Signer) (device.Config, error) {
 	if err != nil {
 		return device.Config{}, err
 	}
-	tlsCfg := &tls.Config{ServerName: f.serverName, MinVersion: tls.VersionTLS12}
-	if f.caFile != "" {
-		pem, err := os.ReadFile(f.caFile)
-		if err != nil {
-			return device.Config{}, fmt.Errorf("read CA file: %w", err)
-		}
-		tlsCfg.RootCAs = x509.NewCertPool()
-		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return device.Config{}, fmt.Errorf("%s: no PEM CERTIFICATE block", f.caFile)
-		}
+	cfg, err := f.connFlags.config()
+	if err != nil {
+		return device.Config{}, err
 	}
-	cfg := device.Config{
-		Broker:         f.broker,
-		IDScope:        f.idScope,
-		RegistrationID: f.registrationID,
-		Certificate:    &id,
-		TLSConfig:      tlsCfg,
-	}
-	if f.payload != "" {
-		cfg.Payload = json.RawMessage(f.payload)
-	}
+	cfg.Certificate = &id
 	return cfg, nil
 }
 

@@ -4,16 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -24,99 +20,60 @@ import (
 
 // tpmFlags are the flags of "dpsdevice tpm".
 type tpmFlags struct {
-	broker, idScope, registrationID string
-	tpmPath, caFile, serverName     string
-	ekCert, ekChain                 string
-	ekType                          string
-	payload                         string
-	reconnect, persist, verbose     bool
-	timeout                         time.Duration
+	connFlags
+	tpmPath            string
+	ekCert, ekChain    string
+	ekType             string
+	reconnect, persist bool
+
+	keyType tpm.KeyType // parsed --key-type
 }
 
 func runTPM(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f tpmFlags
-	fs := flag.NewFlagSet("dpsdevice tpm", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.broker, "broker", "", "broker MQTT TLS address, host:port (required)")
-	fs.StringVar(&f.idScope, "id-scope", "", "DPS ID scope (required)")
-	fs.StringVar(&f.tpmPath, "tpm", tpm.DefaultDevicePath, "the TPM: a device path (/dev/tpmrm0), tcp:HOST:PORT (swtpm), or sim (in-process simulator, tests only)")
-	fs.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: base32 of SHA-256 of the EK, as the SDKs compute it)")
+	fs := newFlagSet("dpsdevice tpm", stderr)
+	f.register(fs, "registration ID (default: base32 of SHA-256 of the EK, as the SDKs compute it)")
+	fs.StringVar(&f.tpmPath, "tpm", tpm.DefaultDevicePath, tpmPathHelp)
 	fs.StringVar(&f.ekCert, "ek-cert", "", "EK certificate for a TPM enrollment group: a PEM/DER file, or nv to read it from the TPM's NV index")
 	fs.StringVar(&f.ekChain, "ek-chain", "", "PEM file: intermediates between the EK certificate and the manufacturer CA")
 	fs.StringVar(&f.ekType, "key-type", "rsa", "EK and SRK type when they are not persisted: rsa or ecc")
-	fs.StringVar(&f.caFile, "ca", "", "PEM file: CA certificates that verify the broker (default: system roots)")
-	fs.StringVar(&f.serverName, "server-name", "", "name to verify in the broker's certificate (default: the --broker host)")
-	fs.StringVar(&f.payload, "payload", "", "custom JSON sent with the register request")
 	fs.BoolVar(&f.reconnect, "reconnect", false, "answer the challenge on a new connection with the SAS token as MQTT password")
 	fs.BoolVar(&f.persist, "persist", false, "persist created EK/SRK and the imported key at the standard handles")
-	fs.DurationVar(&f.timeout, "timeout", 60*time.Second, "give up after this long")
-	fs.BoolVar(&f.verbose, "v", false, "log each step to standard error")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: dpsdevice tpm --broker HOST:PORT --id-scope SCOPE [--tpm sim|/dev/tpmrm0|tcp:HOST:PORT] [--ek-cert nv|FILE] [flags]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if err := f.check(fs.Args()); err != nil {
-		fmt.Fprintf(stderr, "dpsdevice tpm: %v\n", err)
-		fs.Usage()
-		return exitUsage
+	if code, ok := parseFlags(fs, args, f.check, stderr); !ok {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	tr, err := openTPM(f.tpmPath)
+	d, closeTPM, err := openDevice(ctx, f.tpmPath, tpm.Options{EKType: f.keyType, SRKType: f.keyType, Persist: f.persist})
 	if err != nil {
 		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
 		return exitError
 	}
-	defer tr.Close()
-	kt := tpm.RSA
-	if f.ekType == "ecc" {
-		kt = tpm.ECC
-	}
-	d, err := tpm.New(ctx, tr, tpm.Options{EKType: kt, SRKType: kt, Persist: f.persist})
-	if err != nil {
-		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
-		return exitError
-	}
-	defer d.Close()
+	defer closeTPM()
 	cfg, err := f.config(ctx, d)
 	if err != nil {
 		fmt.Fprintf(stderr, "dpsdevice: %v\n", err)
 		return exitError
 	}
-	if f.verbose {
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return provisionAndPrint(ctx, cfg, "tpm", f.timeout, stdout, stderr)
+	return f.provision(ctx, cfg, "tpm", stdout, stderr)
 }
 
 func (f *tpmFlags) check(rest []string) error {
-	var missing []string
-	for _, m := range []struct{ name, v string }{{"--broker", f.broker}, {"--id-scope", f.idScope}, {"--tpm", f.tpmPath}} {
-		if m.v == "" {
-			missing = append(missing, m.name)
-		}
+	if err := requireFlags(rest, [2]string{"--broker", f.broker}, [2]string{"--id-scope", f.idScope}, [2]string{"--tpm", f.tpmPath}); err != nil {
+		return err
 	}
-	switch {
-	case len(missing) > 0:
-		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	case len(rest) > 0:
-		return fmt.Errorf("unexpected argument %q", rest[0])
-	case f.ekType != "rsa" && f.ekType != "ecc":
-		return fmt.Errorf("--key-type must be rsa or ecc, not %q", f.ekType)
-	case f.ekChain != "" && f.ekCert == "":
+	var err error
+	if f.keyType, err = parseKeyType(f.ekType); err != nil {
+		return fmt.Errorf("--key-type %w", err)
+	}
+	if f.ekChain != "" && f.ekCert == "" {
 		return errors.New("--ek-chain needs --ek-cert")
-	case f.payload != "" && !json.Valid([]byte(f.payload)):
-		return errors.New("--payload is not valid JSON")
-	case f.timeout <= 0:
-		return errors.New("--timeout must be positive")
 	}
-	return nil
+	return f.checkRun()
 }
 
 // openSimulator opens --tpm sim. Tests replace it to keep one simulated
@@ -136,26 +93,16 @@ func openTPM(name string) (transport.TPMCloser, error) {
 }
 
 func (f *tpmFlags) config(ctx context.Context, d *tpm.Device) (device.Config, error) {
-	tlsCfg, err := brokerTLS(f.caFile, f.serverName)
+	cfg, err := f.connFlags.config()
 	if err != nil {
 		return device.Config{}, err
 	}
-	cfg := device.Config{
-		Broker:            f.broker,
-		IDScope:           f.idScope,
-		RegistrationID:    f.registrationID,
-		TLSConfig:         tlsCfg,
-		TPM:               d,
-		AnswerOnReconnect: f.reconnect,
-	}
-	if f.payload != "" {
-		cfg.Payload = json.RawMessage(f.payload)
-	}
+	cfg.TPM, cfg.AnswerOnReconnect = d, f.reconnect
 	switch f.ekCert {
 	case "":
 	case "nv":
 		idx := tpm.RSAEKCertIndex
-		if f.ekType == "ecc" {
+		if f.keyType == tpm.ECC {
 			idx = tpm.ECCEKCertIndex
 		}
 		c, err := d.EKCertificate(ctx, idx)

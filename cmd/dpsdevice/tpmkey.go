@@ -131,20 +131,11 @@ func decodeKeyBlob(name string, data []byte) (*keyBlob, error) {
 	return b, nil
 }
 
-// openDevice prepares the TPM for an X.509 key: the SRK of type srk (or
+// x509KeyOptions prepare the TPM for an X.509 key: the SRK of type srk (or
 // the one persisted at SRKHandle). The EK is ECC because New needs one and
 // ECC is quick to create; X.509 provisioning never uses it.
-func openDevice(ctx context.Context, path string, srk tpm.KeyType) (*tpm.Device, func(), error) {
-	tr, err := openTPM(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	d, err := tpm.New(ctx, tr, tpm.Options{EKType: tpm.ECC, SRKType: srk})
-	if err != nil {
-		tr.Close()
-		return nil, nil, err
-	}
-	return d, func() { d.Close(); tr.Close() }, nil
+func x509KeyOptions(srk tpm.KeyType) tpm.Options {
+	return tpm.Options{EKType: tpm.ECC, SRKType: srk}
 }
 
 // loadTPMSigner opens the TPM at path and returns the signing key ref
@@ -153,7 +144,7 @@ func openDevice(ctx context.Context, path string, srk tpm.KeyType) (*tpm.Device,
 // in the middle of a TLS handshake.
 func loadTPMSigner(ctx context.Context, path string, ref tpmKeyRef) (*tpm.Signer, func(), error) {
 	if ref.handle != 0 {
-		d, closeTPM, err := openDevice(ctx, path, tpm.ECC)
+		d, closeTPM, err := openDevice(ctx, path, x509KeyOptions(tpm.ECC))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -172,7 +163,7 @@ func loadTPMSigner(ctx context.Context, path string, ref tpmKeyRef) (*tpm.Signer
 	if err != nil {
 		return nil, nil, err
 	}
-	d, closeTPM, err := openDevice(ctx, path, kb.srkType)
+	d, closeTPM, err := openDevice(ctx, path, x509KeyOptions(kb.srkType))
 	if err != nil {
 		return nil, nil, err
 	}
