@@ -3,14 +3,9 @@ package bolt
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/binary"
-	"encoding/pem"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
 	bolt "go.etcd.io/bbolt"
@@ -239,40 +234,16 @@ func groupRefsOf(g *provisioning.EnrollmentGroup) (groupRefs, error) {
 	return refs, nil
 }
 
-// thumbprint decodes a certificate given as PEM or standard base64 DER and
-// returns the SHA-256 of its DER. field names it in the validation error.
+// thumbprint is the SHA-256 thumbprint of a certificate field, decoded by
+// the domain's one rule (provisioning.ParseCertificate), so that the store
+// indexes exactly the certificates the evaluator can match. field names it
+// in the validation error.
 func thumbprint(field, text string) ([32]byte, error) {
-	der, err := decodeCertificate(text)
+	cert, err := provisioning.ParseCertificate(text)
 	if err != nil {
 		return [32]byte{}, &provisioning.ValidationError{Problems: []provisioning.FieldError{{Field: field, Message: err.Error()}}}
 	}
-	return sha256.Sum256(der), nil
-}
-
-func decodeCertificate(text string) ([]byte, error) {
-	text = strings.TrimSpace(text)
-	var der []byte
-	switch {
-	case text == "":
-		return nil, fmt.Errorf("certificate is empty")
-	case strings.HasPrefix(text, "-----BEGIN"):
-		block, _ := pem.Decode([]byte(text))
-		if block == nil || block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("not a PEM CERTIFICATE block")
-		}
-		der = block.Bytes
-	default:
-		compact := strings.Join(strings.Fields(text), "")
-		b, err := base64.StdEncoding.DecodeString(compact)
-		if err != nil {
-			return nil, fmt.Errorf("neither PEM nor base64 DER: %w", err)
-		}
-		der = b
-	}
-	if _, err := x509.ParseCertificate(der); err != nil {
-		return nil, fmt.Errorf("not an X.509 certificate: %w", err)
-	}
-	return der, nil
+	return provisioning.Thumbprint(cert), nil
 }
 
 func indexGroup(tx *bolt.Tx, key []byte, old, cur *provisioning.EnrollmentGroup) error {

@@ -2,15 +2,10 @@ package redisstore
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -215,34 +210,18 @@ func ctxErr(ctx context.Context, op string) error {
 	return nil
 }
 
-// certThumbprint decodes a certificate field (PEM or standard base64 DER)
-// and returns the hex SHA-256 of the DER. A field that is not a parseable
-// certificate is an error: an entry the store cannot index would silently
-// never match.
+// certThumbprint decodes a certificate field by the domain's one rule
+// (provisioning.ParseCertificate) and returns the hex SHA-256 of the DER. A
+// field that is not a parseable certificate is an error (wrapping
+// provisioning.ErrBadCertificate): an entry the store cannot index would
+// silently never match.
 func certThumbprint(field, s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", fmt.Errorf("%s: empty certificate", field)
-	}
-	var der []byte
-	if strings.HasPrefix(s, "-----BEGIN") {
-		b, _ := pem.Decode([]byte(s))
-		if b == nil || b.Type != "CERTIFICATE" {
-			return "", fmt.Errorf("%s: not a PEM CERTIFICATE block", field)
-		}
-		der = b.Bytes
-	} else {
-		var err error
-		der, err = base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s), ""))
-		if err != nil {
-			return "", fmt.Errorf("%s: neither PEM nor base64 DER: %w", field, err)
-		}
-	}
-	if _, err := x509.ParseCertificate(der); err != nil {
+	cert, err := provisioning.ParseCertificate(s)
+	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	tp := provisioning.Thumbprint(cert)
+	return hex.EncodeToString(tp[:]), nil
 }
 
 // groupIndex lists the index entries of a group: its signing certificates
