@@ -47,13 +47,9 @@ func X509Identity(chain []*x509.Certificate, key crypto.Signer) (tls.Certificate
 // and the others follow it in file order. Encrypted keys are refused with
 // a clear error; decrypt them first.
 func LoadX509Identity(certFile, keyFile string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certFile)
+	chain, certPEM, err := readCertChain(certFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("device: read certificate: %w", err)
-	}
-	chain, err := parseCertsPEM(certPEM)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("device: %s: %w", certFile, err)
+		return tls.Certificate{}, err
 	}
 	keyPEM, keyName := certPEM, certFile
 	if keyFile != "" {
@@ -66,21 +62,40 @@ func LoadX509Identity(certFile, keyFile string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("device: %s: %w", keyName, err)
 	}
-	leaf := -1
-	for i, c := range chain {
-		if samePublicKey(c.PublicKey, key.Public()) {
-			leaf = i
-			break
-		}
-	}
-	if leaf < 0 {
+	ordered, ok := leafFirst(chain, key.Public())
+	if !ok {
 		return tls.Certificate{}, fmt.Errorf("%w: the key in %s matches none of the %d certificate(s) in %s", ErrKeyMismatch, keyName, len(chain), certFile)
 	}
-	ordered := make([]*x509.Certificate, 0, len(chain))
-	ordered = append(ordered, chain[leaf])
-	ordered = append(ordered, chain[:leaf]...)
-	ordered = append(ordered, chain[leaf+1:]...)
 	return X509Identity(ordered, key)
+}
+
+// readCertChain reads the certificates of the PEM file certFile, in file
+// order, and returns the file's bytes too (they may hold the key).
+func readCertChain(certFile string) ([]*x509.Certificate, []byte, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("device: read certificate: %w", err)
+	}
+	chain, err := parseCertsPEM(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("device: %s: %w", certFile, err)
+	}
+	return chain, certPEM, nil
+}
+
+// leafFirst puts the certificate of pub first and the others after it in
+// their order, so that a file listing the chain root-first still works.
+// ok is false when no certificate is pub's.
+func leafFirst(chain []*x509.Certificate, pub crypto.PublicKey) (ordered []*x509.Certificate, ok bool) {
+	for i, c := range chain {
+		if samePublicKey(c.PublicKey, pub) {
+			ordered = make([]*x509.Certificate, 0, len(chain))
+			ordered = append(ordered, c)
+			ordered = append(ordered, chain[:i]...)
+			return append(ordered, chain[i+1:]...), true
+		}
+	}
+	return nil, false
 }
 
 // parseCertsPEM decodes every CERTIFICATE block, in order, and ignores

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,13 +64,7 @@ func TestLoadX509Identity(t *testing.T) {
 	ec := ca.Leaf(t, "dev-ec")
 	rsaDev := ca.Leaf(t, "dev-rsa", pkitest.Key(pkitest.RSA2048))
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, dir)
 	ecDER, err := x509.MarshalECPrivateKey(ec.Key.(*ecdsa.PrivateKey))
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 )
 
 // ErrKeyMismatch reports a private key that does not belong to the
@@ -28,29 +27,15 @@ func LoadX509IdentityWithKey(certFile string, key crypto.Signer) (tls.Certificat
 	if key == nil {
 		return tls.Certificate{}, errors.New("device: identity: no private key")
 	}
-	certPEM, err := os.ReadFile(certFile)
+	chain, _, err := readCertChain(certFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("device: read certificate: %w", err)
+		return tls.Certificate{}, err
 	}
-	chain, err := parseCertsPEM(certPEM)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("device: %s: %w", certFile, err)
-	}
-	leaf := -1
-	for i, c := range chain {
-		if samePublicKey(c.PublicKey, key.Public()) {
-			leaf = i
-			break
-		}
-	}
-	if leaf < 0 {
+	ordered, ok := leafFirst(chain, key.Public())
+	if !ok {
 		return tls.Certificate{}, fmt.Errorf("%w: the key's public key (%s) is in none of the %d certificate(s) in %s (leaf %q has %s); was the certificate issued for this key's CSR?",
 			ErrKeyMismatch, KeyFingerprint(key.Public()), len(chain), certFile, chain[0].Subject.CommonName, KeyFingerprint(chain[0].PublicKey))
 	}
-	ordered := make([]*x509.Certificate, 0, len(chain))
-	ordered = append(ordered, chain[leaf])
-	ordered = append(ordered, chain[:leaf]...)
-	ordered = append(ordered, chain[leaf+1:]...)
 	return X509Identity(ordered, key)
 }
 

@@ -16,13 +16,7 @@ func TestLoadX509IdentityWithKey(t *testing.T) {
 	dev := ca.Leaf(t, "dev-1")
 	other := ca.Leaf(t, "dev-2")
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, dir)
 	chain := write("chain.pem", dev.ChainPEM())
 	// The intermediate first: the leaf is found by its key, not its place.
 	reordered := write("reordered.pem", pkitest.CertPEM(ca.Cert, dev.Cert))
@@ -62,5 +56,18 @@ func TestLoadX509IdentityWithKey(t *testing.T) {
 	}
 	if _, err := device.LoadX509IdentityWithKey(chain, nil); err == nil {
 		t.Error("nil key: no error")
+	}
+}
+
+// fileWriter returns a function that writes a file into dir and returns
+// its path, failing t when it cannot.
+func fileWriter(t *testing.T, dir string) func(name string, data []byte) string {
+	return func(name string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 }

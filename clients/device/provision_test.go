@@ -323,11 +323,7 @@ func TestProvisionContextCanceled(t *testing.T) {
 	b := newTestBroker(t, func(int, wire.Request, []byte) []reply { return nil }) // never answers
 	seen := b.r.watch()
 	ctx, cancel := context.WithCancel(testContext(t))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := device.Provision(ctx, b.config(t, "dev-1"))
-		errc <- err
-	}()
+	errc := provisionAsync(ctx, b.config(t, "dev-1"))
 	<-seen
 	cancel()
 	err := <-errc
@@ -345,11 +341,7 @@ func TestProvisionDeadlineDuringRetryAfter(t *testing.T) {
 	})
 	seen := b.r.watch()
 	ctx, cancel := context.WithCancel(testContext(t))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := device.Provision(ctx, b.config(t, "dev-1"))
-		errc <- err
-	}()
+	errc := provisionAsync(ctx, b.config(t, "dev-1"))
 	<-seen
 	// Let the response arrive and the wait begin; whether it has yet does
 	// not matter, the poll must not come before the hour is up.
@@ -366,11 +358,7 @@ func TestProvisionDeadlineDuringRetryAfter(t *testing.T) {
 func TestProvisionServerDisconnect(t *testing.T) {
 	b := newTestBroker(t, func(int, wire.Request, []byte) []reply { return nil })
 	seen := b.r.watch()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := device.Provision(testContext(t), b.config(t, "dev-1"))
-		errc <- err
-	}()
+	errc := provisionAsync(testContext(t), b.config(t, "dev-1"))
 	<-seen
 	cl, ok := b.r.srv.Clients.Get("dev-1")
 	if !ok {
@@ -442,4 +430,15 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// provisionAsync runs Provision in the background; the channel delivers
+// its error.
+func provisionAsync(ctx context.Context, cfg device.Config) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := device.Provision(ctx, cfg)
+		errc <- err
+	}()
+	return errc
 }
