@@ -114,4 +114,28 @@
 // Without --poll-after, each device waits the broker's retry-after (3 s by
 // default) before polling, as real devices do: the rate is then bounded by
 // -c / retry-after, which measures the protocol, not the broker.
+//
+// Individually enrolled devices: --individual (with --admin) also creates an
+// individual enrollment holding each device's own leaf, through the bulk
+// endpoint, before the run; the broker then decides each device by that
+// enrollment (a positive individual lookup) instead of walking its chain to
+// the group:
+//
+//	dpsload ... --admin https://127.0.0.1:8443 --individual --device-prefix ind-
+//
+// # Idle memory
+//
+// "dpsload hold" opens device connections (TCP, mTLS, CONNECT with a long
+// keep-alive, then nothing) in steps and reads the server's resident memory
+// from /proc at each step (and Go heap, stacks and goroutines from --metrics),
+// reporting the bytes one idle device costs:
+//
+//	dpsload hold --broker 127.0.0.1:8883 --ca-file .dpsbroker/pki/root.pem \
+//	    --ca-cert .dpsbroker/pki/devices-ca.pem --ca-key .dpsbroker/pki/devices-ca.key \
+//	    --server-pid $(pgrep -n dpsbroker) --metrics http://127.0.0.1:8080/metrics \
+//	    --levels 1000,2000,5000 --out hold.json
+//
+// Each level needs as many file descriptors on both sides (ulimit -n).
+// cmd/dpsbench runs these, and the comparisons above, as one benchmark plan
+// and writes BENCHMARKS.md.
 package main
