@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	c.defaults()
+	c.cmdline = "go run ./cmd/dpsbench " + shellJoin(args)
 	ctx, cancel := context.WithTimeout(ctx, c.limit)
 	defer cancel()
 	b, err := newBench(ctx, c, stderr)
@@ -96,6 +97,7 @@ type config struct {
 	keep, quick      bool
 	fleet            int
 	limit            time.Duration
+	cmdline          string
 
 	// Derived plan.
 	concurrency []int
@@ -316,7 +318,7 @@ func (b *bench) startBroker(ctx context.Context, name string, o brokerOpts) (*br
 	if err := waitFor(ctx, p, 60*time.Second, "ready", httpOK(br.http+"/readyz")); err != nil {
 		return nil, err
 	}
-	b.rep.commands = append(b.rep.commands, b.shown("dpsbroker "+strings.Join(args, " ")))
+	b.rep.commands = append(b.rep.commands, b.shown("dpsbroker "+shellJoin(args)))
 	return br, nil
 }
 

@@ -111,7 +111,7 @@ func (b *bench) dpsload(ctx context.Context, name string, args ...string) (strin
 	cmd.Env = append(os.Environ(), "DPSLOAD_ADMIN_TOKEN="+b.token)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 10 * time.Second
-	line := b.shown("dpsload " + strings.Join(args, " "))
+	line := b.shown("dpsload " + shellJoin(args))
 	b.logf("%s", name)
 	if err := cmd.Run(); err != nil {
 		tail, _ := os.ReadFile(logf.Name())
@@ -122,6 +122,18 @@ func (b *bench) dpsload(ctx context.Context, name string, args ...string) (strin
 	}
 	b.rep.commands = append(b.rep.commands, line)
 	return out, nil
+}
+
+// shellJoin joins args for display, quoting the empty ones.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if a == "" {
+			q[i] = "''"
+		}
+	}
+	return strings.Join(q, " ")
 }
 
 func readJSON[T any](path string) (*T, error) {
