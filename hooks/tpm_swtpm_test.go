@@ -18,18 +18,9 @@ import (
 // by the root of swtpm_setup's (test-private) local CA.
 func TestTPMSWTPM(t *testing.T) {
 	sw := swtpmtest.Start(t, swtpmtest.Options{EKCertificates: true})
-	tr, err := tpm.OpenTCP(sw.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	d := sw.Device(t, tpm.Options{}) // the RSA EK swtpm_setup persisted
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, err := tpm.New(ctx, tr, tpm.Options{}) // the RSA EK swtpm_setup persisted
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
 
 	t.Run("individual", func(t *testing.T) {
 		e := newEnv(t, fastPolls)

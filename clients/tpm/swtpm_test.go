@@ -20,18 +20,9 @@ import (
 // wrote against the test's own local CA.
 func TestSWTPM(t *testing.T) {
 	sw := swtpmtest.Start(t, swtpmtest.Options{EKCertificates: true})
-	tr, err := tpm.OpenTCP(sw.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx := context.Background()
 	// swtpm_setup persisted its RSA EK at 0x81010001; the Device uses it.
-	d, err := tpm.New(ctx, tr, tpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := sw.Device(t, tpm.Options{})
+	ctx := context.Background()
 
 	t.Run("challenge", func(t *testing.T) {
 		ch := challenge(t, d.EndorsementKey(), d.StorageRootKey())

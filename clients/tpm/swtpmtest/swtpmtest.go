@@ -1,6 +1,6 @@
 // Package swtpmtest runs a real swtpm (libtpms, a second TPM 2.0
 // implementation beside the go-tpm-tools simulator) for tests, reached over
-// TCP with tpm.OpenTCP.
+// TCP with tpm.OpenTCP (or directly as a tpm.Device with TPM.Device).
 //
 // Each TPM is manufactured by swtpm_setup with a private --config, so its
 // swtpm-localca lives in the test's temporary directory instead of the
@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dpsbroker/dpsbroker/clients/tpm"
 )
 
 // InstallHint is the message a test fails with when a swtpm tool is missing.
@@ -116,6 +118,27 @@ func (t *TPM) LocalCA(tb testing.TB) (root, issuer *x509.Certificate) {
 	}
 	return readPEMCert(tb, filepath.Join(t.ca, "swtpm-localca-rootca-cert.pem")),
 		readPEMCert(tb, filepath.Join(t.ca, "issuercert.pem"))
+}
+
+// Device opens the TPM over TCP and returns a tpm.Device on it; both are
+// closed when the test ends. With the zero Options the Device uses the RSA
+// EK that swtpm_setup persisted at 0x81010001.
+func (t *TPM) Device(tb testing.TB, opts tpm.Options) *tpm.Device {
+	tb.Helper()
+	tr, err := tpm.OpenTCP(t.Addr)
+	if err != nil {
+		tb.Fatalf("swtpmtest: %v", err)
+	}
+	d, err := tpm.New(tb.Context(), tr, opts)
+	if err != nil {
+		tr.Close()
+		tb.Fatalf("swtpmtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		d.Close()
+		tr.Close()
+	})
+	return d
 }
 
 func (t *TPM) stop() {
