@@ -137,6 +137,21 @@ func (d *Device) srkAuth() tpm2.AuthHandle {
 	return tpm2.AuthHandle{Handle: d.srk.handle, Name: d.srk.name, Auth: tpm2.PasswordAuth(nil)}
 }
 
+// loadUnderSRK loads a key the SRK wraps (TPMT_PUBLIC and TPM2B_PRIVATE
+// contents) as a transient object, to be released with d.flush. The
+// caller holds d.mu.
+func (d *Device) loadUnderSRK(public, private []byte) (object, error) {
+	l, err := tpm2.Load{
+		ParentHandle: d.srkAuth(),
+		InPrivate:    tpm2.TPM2BPrivate{Buffer: private},
+		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](public),
+	}.Execute(d.tpm)
+	if err != nil {
+		return object{}, err
+	}
+	return object{handle: l.ObjectHandle, name: l.Name, transient: true}, nil
+}
+
 // hmacHash checks that pub is an HMAC key the SDKs can sign with and
 // returns its hash, which TPM2_HMAC is then asked for, as the SDKs do.
 func hmacHash(pub *tpm2.TPMTPublic) (tpm2.TPMIAlgHash, error) {
@@ -163,30 +178,20 @@ func (d *Device) loadHMACKey() (tpm2.TPMHandle, func(), error) {
 	if d.id.persistent {
 		return d.id.handle, func() {}, nil
 	}
-	l, err := tpm2.Load{
-		ParentHandle: d.srkAuth(),
-		InPrivate:    tpm2.TPM2BPrivate{Buffer: d.id.private},
-		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](d.id.public),
-	}.Execute(d.tpm)
+	o, err := d.loadUnderSRK(d.id.public, d.id.private)
 	if err != nil {
 		return 0, nil, fmt.Errorf("tpm: load key: %w", err)
 	}
-	o := object{handle: l.ObjectHandle, transient: true}
-	return l.ObjectHandle, func() { d.flush(&o) }, nil
+	return o.handle, func() { d.flush(&o) }, nil
 }
 
 // persistIDKey loads id, replaces whatever is at IDKeyHandle with it (as
 // the SDKs do on every import) and flushes the transient copy.
 func (d *Device) persistIDKey(id *hmacKey) error {
-	l, err := tpm2.Load{
-		ParentHandle: d.srkAuth(),
-		InPrivate:    tpm2.TPM2BPrivate{Buffer: id.private},
-		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](id.public),
-	}.Execute(d.tpm)
+	o, err := d.loadUnderSRK(id.public, id.private)
 	if err != nil {
 		return fmt.Errorf("tpm: load key: %w", err)
 	}
-	o := object{handle: l.ObjectHandle, name: l.Name, transient: true}
 	defer d.flush(&o)
 	if err := d.evict(IDKeyHandle); err != nil {
 		return fmt.Errorf("tpm: %w", err)

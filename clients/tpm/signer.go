@@ -129,17 +129,12 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	defer d.mu.Unlock()
 	key := tpm2.AuthHandle{Handle: s.handle, Name: s.name, Auth: tpm2.PasswordAuth(nil)}
 	if !s.persistent {
-		l, err := tpm2.Load{
-			ParentHandle: d.srkAuth(),
-			InPrivate:    tpm2.TPM2BPrivate{Buffer: s.private},
-			InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](s.public),
-		}.Execute(d.tpm)
+		o, err := d.loadUnderSRK(s.public, s.private)
 		if err != nil {
 			return nil, fmt.Errorf("tpm: load signing key: %w", err)
 		}
-		o := object{handle: l.ObjectHandle, transient: true}
 		defer d.flush(&o)
-		key.Handle, key.Name = l.ObjectHandle, l.Name
+		key.Handle, key.Name = o.handle, o.name
 	}
 	rsp, err := tpm2.Sign{
 		KeyHandle: key,

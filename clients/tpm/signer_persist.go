@@ -45,15 +45,10 @@ func (d *Device) PersistSigner(ctx context.Context, s *Signer, h tpm2.TPMHandle)
 	} else if !errors.Is(err, tpm2.TPMRCHandle) {
 		return fmt.Errorf("tpm: read public 0x%08x: %w", uint32(h), err)
 	}
-	l, err := tpm2.Load{
-		ParentHandle: d.srkAuth(),
-		InPrivate:    tpm2.TPM2BPrivate{Buffer: s.private},
-		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](s.public),
-	}.Execute(d.tpm)
+	o, err := d.loadUnderSRK(s.public, s.private)
 	if err != nil {
 		return fmt.Errorf("tpm: load signing key: %w", err)
 	}
-	o := object{handle: l.ObjectHandle, name: l.Name, transient: true}
 	defer d.flush(&o)
 	if err := d.persist(&o, h); err != nil {
 		return fmt.Errorf("tpm: signing key: %w", err)
