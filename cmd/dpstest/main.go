@@ -23,10 +23,21 @@ import (
 	"time"
 )
 
-// requirement is a program the tests run, and the Debian package that brings it.
+// requirement is a program the tests run (or a file a cgo build needs),
+// and the Debian package that brings it.
 type requirement struct {
-	program string
+	program string // looked up in PATH; or, when it starts with "/", a file that must exist
 	pkg     string
+}
+
+// present reports whether r is installed.
+func (r requirement) present() bool {
+	if strings.HasPrefix(r.program, "/") {
+		_, err := os.Stat(r.program)
+		return err == nil
+	}
+	_, err := exec.LookPath(r.program)
+	return err == nil
 }
 
 var requirements = []requirement{
@@ -39,6 +50,10 @@ var requirements = []requirement{
 	// official Azure IoT Node SDK, installed from npm on first use.
 	{"node", "nodejs"},
 	{"npm", "npm"},
+	// The go-tpm-tools TPM simulator is C code built with cgo and linked
+	// against OpenSSL's libcrypto.
+	{"gcc", "gcc"},
+	{"/usr/include/openssl/evp.h", "libssl-dev"},
 }
 
 func main() {
@@ -83,7 +98,7 @@ func ensurePrograms() error {
 	step("system packages")
 	var missing []string
 	for _, r := range requirements {
-		if _, err := exec.LookPath(r.program); err != nil {
+		if !r.present() {
 			missing = append(missing, r.pkg)
 		}
 	}
@@ -105,7 +120,7 @@ func ensurePrograms() error {
 		return err
 	}
 	for _, r := range requirements {
-		if _, err := exec.LookPath(r.program); err != nil {
+		if !r.present() {
 			return fmt.Errorf("%s is still missing after installing %s", r.program, r.pkg)
 		}
 	}
