@@ -99,7 +99,10 @@ func (h *DPS) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// they are dropped.
 	cl.Properties.Will = mqtt.Will{}
 
-	if h.isServiceCert(chain) || (username == ServiceUsername && h.validToken(pk.Connect.Password)) {
+	// A device username never names a service, so device connects skip the
+	// service-CA chain check (a signature verification per CONNECT).
+	deviceForm := strings.Contains(username, wire.RegistrationsPathSegment)
+	if (!deviceForm && h.isServiceCert(chain)) || (username == ServiceUsername && h.validToken(pk.Connect.Password)) {
 		h.sessions.add(cl, &session{kind: kindService})
 		h.log.Debug("service connected", "client", cl.ID, "remote", cl.Net.Remote)
 		return nil

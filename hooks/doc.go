@@ -55,7 +55,7 @@
 // # Connect
 //
 // A back-end service connects with a client certificate that verifies
-// against Options.ServiceCAs (any username), or with username "service"
+// against Options.ServiceCAs (any username but the device form), or with username "service"
 // and Options.ServiceToken as password. Anything else is a device:
 //   - Username "{idScope}/registrations/{registrationId}/api-version=..."
 //     (any api-version, ClientVersion ignored) with this broker's ID scope

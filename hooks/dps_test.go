@@ -555,6 +555,9 @@ func TestEventsToServices(t *testing.T) {
 	if err != nil {
 		t.Fatalf("service by certificate: %v %+v", err, ca)
 	}
+	// With a device username the same certificate is a device (that no group
+	// admits): device connects never pay for the service-CA chain check.
+	e.refusedV5(svcLeaf, "backend-1", username("backend-1"), 0x87, "401002")
 	byToken, ca, err := e.dialV5(nil, "backend-2", hooks.ServiceUsername, func(c *paho.Connect) {
 		c.Password, c.PasswordFlag = []byte(testToken), true
 	})

@@ -18,7 +18,11 @@ const (
 // MaxUsernameLen bounds the CONNECT username the broker parses.
 const MaxUsernameLen = 1024
 
-const registrationsSep = "/registrations/"
+// RegistrationsPathSegment separates the ID scope from the registration ID
+// in a device username (and a SAS resource): "{idScope}/registrations/{id}".
+const RegistrationsPathSegment = "/registrations/"
+
+const registrationsSep = RegistrationsPathSegment
 
 // UsernameError reports a CONNECT username that does not have the DPS
 // shape. The broker refuses the connection with "not authorized" /
