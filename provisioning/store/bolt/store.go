@@ -35,14 +35,21 @@ var ErrInUse = errors.New("data directory is in use by another dpsbroker process
 
 // Defaults for zero Options fields.
 const (
-	DefaultTimeout   = time.Second
-	DefaultMaxEvents = 1_000_000
+	DefaultTimeout = time.Second
+	// DefaultMaxEvents is the Redis store's default too: the log is a
+	// recent history for operators and event consumers, not an archive. An
+	// event takes about 0.5 KB in the file, so 100k keep it near 50 MB,
+	// where a million made the log most of a single node's file.
+	DefaultMaxEvents = 100_000
 
 	defaultSweepInterval = 30 * time.Second
 	defaultWatchBuffer   = 1024
 	// sweepBatch bounds one sweeper transaction so that it never holds the
-	// single bbolt writer for long.
-	sweepBatch = 5000
+	// single bbolt writer for long: registrations wait behind it. 5000
+	// deletes took 70-85 ms in a file of 50k registrations
+	// (BenchmarkCommitRegistrationLargeDB, sweep-ms); 1000 keep the stall
+	// near the cost of a few commits.
+	sweepBatch = 1000
 	// maxKeyLen keeps keys far below bbolt's limit and refuses absurd IDs.
 	maxKeyLen = 1024
 )
@@ -53,7 +60,7 @@ type Options struct {
 	// otherwise wait forever when another process has the file open.
 	Timeout time.Duration
 	// MaxEvents is how many events the log keeps; older ones are trimmed
-	// (default 1,000,000).
+	// (default DefaultMaxEvents, 100,000).
 	MaxEvents int
 	// Logger receives sweeper and watcher diagnostics (default: discard).
 	Logger *slog.Logger
@@ -64,6 +71,9 @@ type Options struct {
 	// a watcher may have pending before it gets ChangeAll instead.
 	sweepInterval time.Duration
 	watchBuffer   int
+	// syncFreelist restores bbolt's default freelist handling (an array
+	// written on every commit), for the benchmark that compares the two.
+	syncFreelist bool
 }
 
 // Store is provisioning.Store on a bbolt file. It is safe for concurrent
@@ -137,7 +147,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.watchBuffer <= 0 {
 		opts.watchBuffer = defaultWatchBuffer
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	db, err := openDB(path, opts)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w (file lock not acquired within %v)", path, ErrInUse, opts.Timeout)
 	}
@@ -169,6 +179,36 @@ func Open(path string, opts Options) (*Store, error) {
 	s.done.Go(s.writer.loop)
 	s.done.Go(func() { s.sweepLoop(ctx, opts.sweepInterval) })
 	return s, nil
+}
+
+// openDB opens the bbolt file.
+//
+// The freelist is not written to the file (NoFreelistSync) and is kept as
+// a map. bbolt's default writes the whole list of free pages on every
+// commit and searches it as an array; a broker's file has many free pages
+// (operations expire and are swept, events are trimmed), so every
+// registration commit, and every registration waiting on it, paid for
+// them (BenchmarkCommitRegistrationLargeDB: see BENCHMARKS.md).
+//
+// Durability is unchanged: data and meta pages are still fsynced on every
+// commit. The meta page then records "no freelist", and Open rebuilds the
+// list by walking every reachable page of the file (bbolt's freepages),
+// which takes time in proportion to the file's size. A file written this
+// way opens fine with bbolt's defaults too: bbolt rebuilds the list and
+// writes it back on that open.
+func openDB(path string, opts Options) (db *bolt.DB, err error) {
+	bo := &bolt.Options{Timeout: opts.Timeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+	if opts.syncFreelist {
+		bo.NoFreelistSync, bo.FreelistType = false, bolt.FreelistArrayType
+	}
+	// Rebuilding the freelist panics on a corrupt page tree rather than
+	// returning an error: fail closed with an error instead.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: damaged file: %v", provisioning.ErrStoreUnavailable, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, bo)
 }
 
 // Close stops the sweeper, ends every watch and closes the file.
