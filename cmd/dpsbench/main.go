@@ -240,6 +240,23 @@ type broker struct {
 	admin string
 	http  string
 	redis bool
+	dir   string // its --data-dir
+}
+
+// noteFile records the size of br's embedded store file at the end of a
+// part of the plan, so that readers see the state each figure came from
+// (a file that grew through earlier parts costs more per commit). Redis
+// brokers have no file and are skipped.
+func (b *bench) noteFile(part string, br *broker) {
+	if br.redis {
+		return
+	}
+	st, err := os.Stat(filepath.Join(br.dir, "dpsbroker.db"))
+	if err != nil {
+		fmt.Fprintf(b.log, "dpsbench: size of %s's store: %v\n", br.name, err)
+		return
+	}
+	b.rep.files = append(b.rep.files, storeFile{part: part, broker: br.name, bytes: st.Size()})
 }
 
 // pids are the processes whose CPU and memory count as the server side.
@@ -300,6 +317,7 @@ func (b *bench) startBroker(ctx context.Context, name string, o brokerOpts) (*br
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	br.dir = dir
 	args := []string{"serve", "--data-dir", dir, "--mqtt-addr", br.mqtt, "--ws-addr", "",
 		"--admin-addr", strings.TrimPrefix(br.admin, "https://"), "--http-addr", strings.TrimPrefix(br.http, "http://"),
 		"--tls-cert", b.pki("server.pem"), "--tls-key", b.pki("server.key"), "--log-level", "warn"}

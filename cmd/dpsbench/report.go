@@ -38,6 +38,12 @@ type (
 		memBaseline       *holdFile
 		seeds             []seedResult
 		fleet             []fleetRun
+		files             []storeFile
+	}
+	// storeFile is an embedded store file's size at the end of a part.
+	storeFile struct {
+		part, broker string
+		bytes        int64
 	}
 	throughputRun struct {
 		store string
@@ -304,13 +310,17 @@ func (b *bench) writeReport() error {
 	p("")
 	p("Server CPU is the broker's (plus redis-server's for the Redis store) from /proc over the measured window, divided by completed provisionings; the baseline's is its own process's. The baseline is plain mochi-mqtt with the same server certificate, client certificates required and verified against the device root, answering one request per connection (`dpsload serve-baseline`).")
 	p("")
+	if l := r.filesLine("1"); l != "" {
+		p("%s", l)
+		p("")
+	}
 
 	// 2. Latency.
 	p("## 2. Latency at half the maximum rate")
 	p("")
 	p("Open loop at %.0f/s (half of %.0f/s, the highest median rate of the embedded store in table 1), %s measured, up to 256 provisionings in flight. \"From CONNECT\" runs from sending MQTT CONNECT to reading `assigned`; \"TCP+TLS+MQTT\" from the scheduled start (TCP connect, full mTLS handshake, and any wait for a free worker) to `assigned`.",
 		r.maxRate/2, r.maxRate, b.cfg.latWindow)
-	p("The 202 + poll broker polls at once (`--poll-after 0`): with the default retry-after of 3 s a device spends 3 s more by design.")
+	p("Each path runs against a fresh broker of its own (embedded store), started after table 1, so neither carries the file table 1 grew. The 202 + poll broker polls at once (`--poll-after 0`): with the default retry-after of 3 s a device spends 3 s more by design.")
 	p("")
 	p("![latency CDF](%s)", filepath.ToSlash(filepath.Join(rel, "latency-cdf.png")))
 	p("")
@@ -324,6 +334,10 @@ func (b *bench) writeReport() error {
 	p("")
 	p("Figures are medians over the runs of each path.")
 	p("")
+	if l := r.filesLine("2"); l != "" {
+		p("%s", l)
+		p("")
+	}
 
 	// 3. Memory.
 	p("## 3. Memory of connected, idle devices")
@@ -395,6 +409,10 @@ func (b *bench) writeReport() error {
 			}
 			p("| %s | %s | %s | %.0f | %.0f MB (%s) |", s.store, count(s.n), s.took.Round(100*time.Millisecond), float64(s.n)/s.took.Seconds(), float64(s.bytes)/1e6, what)
 		}
+		p("")
+	}
+	if l := r.filesLine("4"); l != "" {
+		p("%s", l)
 		p("")
 	}
 
@@ -707,4 +725,19 @@ func plotMemory(broker, baseline *holdFile, path string) error {
 		}
 	}
 	return savePlot(p, path, true, true)
+}
+
+// filesLine lists the embedded store files' sizes at the end of part, or
+// "" when none was recorded.
+func (r *report) filesLine(part string) string {
+	var parts []string
+	for _, f := range r.files {
+		if f.part == part {
+			parts = append(parts, fmt.Sprintf("%s %.1f MB", f.broker, float64(f.bytes)/1e6))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Embedded store files (`dpsbroker.db`, size on disk; bbolt grows it in steps) at the end of this part: " + strings.Join(parts, ", ") + "."
 }
