@@ -413,6 +413,26 @@ func TestNewOperationIDUnique(t *testing.T) {
 	}
 }
 
+// Operation IDs sort by creation time, so that the embedded store appends
+// operations at the end of its bucket instead of all over it.
+func TestNewOperationIDSortsByCreation(t *testing.T) {
+	prev, err := provisioning.NewOperationID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		time.Sleep(time.Microsecond)
+		id, err := provisioning.NewOperationID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id <= prev {
+			t.Fatalf("operation ID %q made after %q sorts before it", id, prev)
+		}
+		prev = id
+	}
+}
+
 // BenchmarkRegister measures Service.Register on the embedded store with
 // durable commits (fsync on), as the broker runs it: "serial" is one device
 // at a time (the latency of one registration), "parallel" keeps 32
