@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/wire"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -30,12 +32,13 @@ func (s *Store) CommitRegistration(ctx context.Context, c *provisioning.Registra
 		return nil, "", fmt.Errorf("registration commit: operation ID is %d bytes long, the limit is %d", n, maxKeyLen)
 	}
 	var (
+		stored   *provisioning.RegistrationState
 		recData  []byte
 		eventID  string
 		mismatch error
 	)
 	err = s.update(ctx, func(tx *bolt.Tx) error {
-		recData, eventID, mismatch = nil, "", nil // the function may run more than once
+		stored, recData, eventID, mismatch = nil, nil, "", nil // the function may run more than once
 		rec := *c.Record
 		data, err := registrations.putTx(s, tx, id, key, &rec, c.IfMatch, c.CreateOnly)
 		if errors.Is(err, provisioning.ErrPreconditionFailed) {
@@ -45,20 +48,20 @@ func (s *Store) CommitRegistration(ctx context.Context, c *provisioning.Registra
 		if err != nil {
 			return err
 		}
-		op := *c.Operation
-		op.Result = &rec
-		opData, err := json.Marshal(&op)
+		// The operation's result is the record just encoded: splice its
+		// bytes in rather than encode it a second time.
+		opData, err := encodeOperation(c.Operation, data)
 		if err != nil {
-			return fmt.Errorf("encode operation: %w", err)
+			return err
 		}
-		if err := putOperationTx(tx, op.OperationID, op.Expires, opData); err != nil {
+		if err := putOperationTx(tx, c.Operation.OperationID, c.Operation.Expires, opData); err != nil {
 			return err
 		}
 		ev := *c.Event
 		if eventID, err = s.appendEventTx(tx, &ev); err != nil {
 			return err
 		}
-		recData = data
+		stored, recData = &rec, data
 		return nil
 	})
 	switch {
@@ -67,9 +70,65 @@ func (s *Store) CommitRegistration(ctx context.Context, c *provisioning.Registra
 	case mismatch != nil:
 		return nil, "", mismatch
 	}
-	stored, err := decode[provisioning.RegistrationState](recData)
+	out, err := returnedRecord(stored, recData)
 	if err != nil {
 		return nil, "", err
 	}
-	return stored, eventID, nil
+	return out, eventID, nil
+}
+
+// operationHead is provisioning.Operation without its result, which
+// encodeOperation appends already encoded (TestEncodeOperation keeps the
+// two in step).
+type operationHead struct {
+	OperationID    string                          `json:"operationId"`
+	RegistrationID string                          `json:"registrationId"`
+	Status         provisioning.RegistrationStatus `json:"status"`
+	Created        time.Time                       `json:"created"`
+	Expires        time.Time                       `json:"expires"`
+}
+
+// encodeOperation encodes op with result, the JSON of its Result, as its
+// result (op.Result is ignored). It writes result's bytes as they are:
+// encoding them as a json.RawMessage would scan and copy them once more.
+func encodeOperation(op *provisioning.Operation, result []byte) ([]byte, error) {
+	head, err := json.Marshal(&operationHead{
+		OperationID: op.OperationID, RegistrationID: op.RegistrationID, Status: op.Status,
+		Created: op.Created, Expires: op.Expires,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode operation: %w", err)
+	}
+	const key = `,"result":`
+	out := make([]byte, 0, len(head)+len(key)+len(result))
+	out = append(out, head[:len(head)-1]...) // without the closing brace
+	out = append(out, key...)
+	out = append(out, result...)
+	return append(out, '}'), nil
+}
+
+// returnedRecord is the record CommitRegistration returns: rec, which was
+// encoded as data and stored, rather than a decode of data (20-30 µs per
+// registration). It gets its own copies of what it shares with the
+// caller's argument (the stamps are fresh already), without monotonic
+// clock readings, so that it equals what a read returns. Where the
+// encoding is not the value (encoding/json compacts and escapes a payload;
+// a time outside UTC decodes in a zone of its offset), it decodes data.
+func returnedRecord(rec *provisioning.RegistrationState, data []byte) (*provisioning.RegistrationState, error) {
+	if len(rec.Payload) > 0 || !inUTC(rec.CertificateInfo) || !inUTC(rec.SigningCertInfo) {
+		return decode[provisioning.RegistrationState](data)
+	}
+	out := *rec
+	for _, ci := range []**wire.X509CertificateInfo{&out.CertificateInfo, &out.SigningCertInfo} {
+		if *ci != nil {
+			c := **ci
+			c.NotBeforeUTC, c.NotAfterUTC = c.NotBeforeUTC.UTC(), c.NotAfterUTC.UTC()
+			*ci = &c
+		}
+	}
+	return &out, nil
+}
+
+func inUTC(ci *wire.X509CertificateInfo) bool {
+	return ci == nil || (ci.NotBeforeUTC.Location() == time.UTC && ci.NotAfterUTC.Location() == time.UTC)
 }
