@@ -47,11 +47,27 @@ func (s *Store) PutOperation(ctx context.Context, op *provisioning.Operation) er
 	})
 }
 
+// appendFill is the fill percent of buckets whose keys grow with time
+// (operation IDs begin with their creation time, expiry keys with the
+// expiry, event keys are a sequence). New keys land in the rightmost page;
+// bbolt's default (0.5) splits it in halves, which leaves every page of
+// such a bucket half empty and the tree deeper, with more pages to write
+// per commit. Keys that arrive out of order still fit, by splitting.
+const appendFill = 0.9
+
+// appendBucket is tx's bucket name, filled for appends (appendFill). The
+// setting lasts for the transaction only.
+func appendBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = appendFill
+	return b
+}
+
 // putOperationTx stores an encoded operation and files it in the expiry
 // index, replacing an operation with the same ID.
 func putOperationTx(tx *bolt.Tx, id string, expires time.Time, data []byte) error {
 	key := []byte(id)
-	b, exp := tx.Bucket(bucketOperations), tx.Bucket(bucketExpiry)
+	b, exp := appendBucket(tx, bucketOperations), appendBucket(tx, bucketExpiry)
 	if raw := b.Get(key); raw != nil {
 		old, err := decode[provisioning.Operation](raw)
 		if err != nil {
@@ -106,7 +122,7 @@ func (s *Store) PutChallenge(ctx context.Context, key string, value []byte, ttl 
 	rec = append(rec, value...)
 	k := []byte(key)
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		b, exp := tx.Bucket(bucketChallenges), tx.Bucket(bucketExpiry)
+		b, exp := tx.Bucket(bucketChallenges), appendBucket(tx, bucketExpiry)
 		if old := b.Get(k); len(old) >= 8 {
 			if err := exp.Delete(expiryKey(challengeExpiry(old), expChallenge, k)); err != nil {
 				return err
@@ -234,7 +250,7 @@ func (s *Store) AppendEvent(ctx context.Context, ev *provisioning.Event) (string
 // appendEventTx appends ev (the caller's copy: its ID is set) and trims
 // the log.
 func (s *Store) appendEventTx(tx *bolt.Tx, ev *provisioning.Event) (string, error) {
-	b := tx.Bucket(bucketEvents)
+	b := appendBucket(tx, bucketEvents)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return "", err
