@@ -13,23 +13,10 @@ import (
 // so no entry is indexed that the evaluator could never match.
 func TestThumbprintFollowsTheDomainRule(t *testing.T) {
 	c := storetest.NewCACertificate(t, "bolt thumbprint")
-	tests := []struct {
-		name string
-		text string
-		ok   bool
-	}{
-		{"pem", c.PEM, true},
-		{"base64 der", c.Base64, true},
-		{"base64 der wrapped", c.Base64[:40] + "\n" + c.Base64[40:], true},
-		{"empty", "", false},
-		{"two pem blocks", c.PEM + c.PEM, false},
-		{"text after the pem block", c.PEM + "trailing", false},
-		{"garbage", "not a certificate", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			th, err := thumbprint("certificate", tt.text)
-			if !tt.ok {
+	for _, tt := range storetest.CertificateFields(c) {
+		t.Run(tt.Name, func(t *testing.T) {
+			th, err := thumbprint("certificate", tt.Text)
+			if !tt.OK {
 				var ve *provisioning.ValidationError
 				if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Field != "certificate" {
 					t.Fatalf("err = %v, want a *provisioning.ValidationError on field certificate", err)

@@ -119,3 +119,27 @@ func ctxT(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// CertificateField is a certificate field text and whether a store must
+// accept (and index) it.
+type CertificateField struct {
+	Name string
+	Text string
+	OK   bool
+}
+
+// CertificateFields lists the spellings of c a store must accept in a
+// certificate field (PEM, base64 DER, wrapped base64) and the texts it must
+// refuse: the rule of provisioning.ParseCertificate, so that no entry is
+// indexed that the evaluator could never match.
+func CertificateFields(c *Certificate) []CertificateField {
+	return []CertificateField{
+		{"pem", c.PEM, true},
+		{"base64 der", c.Base64, true},
+		{"base64 der wrapped", c.Base64[:40] + "\n" + c.Base64[40:], true},
+		{"empty", "", false},
+		{"two pem blocks", c.PEM + c.PEM, false},
+		{"text after the pem block", c.PEM + "trailing", false},
+		{"garbage", "not a certificate", false},
+	}
+}
