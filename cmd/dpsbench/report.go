@@ -231,6 +231,7 @@ func (b *bench) writeReport() error {
 		r.started.UTC().Format("2006-01-02 15:04 MST"), r.finished.Sub(r.started).Round(time.Second))
 	p("Everything ran on this one machine over 127.0.0.1: the broker, Redis, the baseline and the load generator share its cores,")
 	p("so absolute rates are roughly half of what a broker with the machine to itself would do. **The ratios to the same-run baseline are the figures to read.**")
+	p("Where the time and memory go (CPU and allocation profiles, what was changed): [PROFILING.md](PROFILING.md).")
 	p("")
 	p("## Machine")
 	p("")
