@@ -4,11 +4,11 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+
+	"github.com/dpsbroker/dpsbroker/provisioning"
 )
 
 // X509Identity builds the TLS client certificate of an X.509 device from
@@ -58,7 +58,7 @@ func LoadX509Identity(certFile, keyFile string) (tls.Certificate, error) {
 		}
 		keyName = keyFile
 	}
-	key, err := parseKeyPEM(keyPEM)
+	key, err := provisioning.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("device: %s: %w", keyName, err)
 	}
@@ -76,7 +76,7 @@ func readCertChain(certFile string) ([]*x509.Certificate, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("device: read certificate: %w", err)
 	}
-	chain, err := parseCertsPEM(certPEM)
+	chain, err := provisioning.ParseCertificatesPEM(certPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("device: %s: %w", certFile, err)
 	}
@@ -96,67 +96,6 @@ func leafFirst(chain []*x509.Certificate, pub crypto.PublicKey) (ordered []*x509
 		}
 	}
 	return nil, false
-}
-
-// parseCertsPEM decodes every CERTIFICATE block, in order, and ignores
-// other blocks so that a combined certificate-and-key file works.
-func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return certs, nil
-}
-
-// parseKeyPEM decodes the first private key block of data.
-func parseKeyPEM(data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New(`no PEM private key block ("PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY")`)
-		}
-		if _, encrypted := b.Headers["DEK-Info"]; encrypted && strings.HasSuffix(b.Type, "PRIVATE KEY") {
-			return nil, fmt.Errorf("the %s is encrypted; decrypt it first (openssl pkey -in key -out key.dec)", strings.ToLower(b.Type))
-		}
-		var key any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("the private key is encrypted (PKCS #8); decrypt it first (openssl pkey -in key -out key.dec)")
-		default:
-			continue // CERTIFICATE, EC PARAMETERS, ...
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Type, err)
-		}
-		s, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: a %T cannot sign", b.Type, key)
-		}
-		return s, nil
-	}
 }
 
 // samePublicKey compares keys through the Equal method every standard

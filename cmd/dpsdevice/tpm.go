@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +16,7 @@ import (
 	"github.com/dpsbroker/dpsbroker/clients/device"
 	"github.com/dpsbroker/dpsbroker/clients/tpm"
 	"github.com/dpsbroker/dpsbroker/clients/tpm/tpmsim"
+	"github.com/dpsbroker/dpsbroker/provisioning"
 )
 
 // tpmFlags are the flags of "dpsdevice tpm".
@@ -139,30 +140,14 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*x509.Certificate
-	for rest := b; ; {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	if bytes.Contains(b, []byte("-----BEGIN CERTIFICATE")) {
+		return provisioning.ParseCertificatesPEM(b)
 	}
-	if len(out) == 0 {
-		c, err := tpm.ParseEKCertificate(b)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	c, err := tpm.ParseEKCertificate(b)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return []*x509.Certificate{c}, nil
 }
 
 // brokerTLS is the TLS configuration that verifies the broker.

@@ -6,6 +6,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/dpsbroker/dpsbroker/provisioning"
 )
 
 // CertPEM encodes certificates as consecutive PEM "CERTIFICATE" blocks.
@@ -27,60 +29,24 @@ func KeyPEM(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// ParseCertsPEM decodes every CERTIFICATE block of data, in order.
+// ParseCertsPEM decodes every CERTIFICATE block of data, in order
+// (provisioning.ParseCertificatesPEM).
 func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("pkitest: certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("pkitest: no CERTIFICATE block")
+	certs, err := provisioning.ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("pkitest: %w", err)
 	}
 	return certs, nil
 }
 
 // ParseKeyPEM decodes the first private key block of data: PKCS #8,
-// PKCS #1 (RSA) or SEC 1 (EC).
+// PKCS #1 (RSA) or SEC 1 (EC) (provisioning.ParsePrivateKeyPEM).
 func ParseKeyPEM(data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New("pkitest: no private key block")
-		}
-		var key any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("pkitest: %s: %w", b.Type, err)
-		}
-		s, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("pkitest: %T cannot sign", key)
-		}
-		return s, nil
+	key, err := provisioning.ParsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("pkitest: %w", err)
 	}
+	return key, nil
 }
 
 // CertPEM returns the CA certificate as PEM.
