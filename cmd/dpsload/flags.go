@@ -35,9 +35,10 @@ func (l *intList) Set(v string) error {
 	return nil
 }
 
-// options are the command line of a load run.
-type options struct {
-	brokers      listFlag
+// deviceSource says where the simulated devices come from (an enrolled CA,
+// or a fresh one enrolled through the admin API) and how they check the
+// broker's certificate: the flags a load run and "dpsload hold" share.
+type deviceSource struct {
 	caFile       string
 	serverName   string
 	idScope      string
@@ -46,9 +47,43 @@ type options struct {
 	admin        string
 	token        string
 	groupID      string
-	devices      int
 	devicePrefix string
-	individual   bool
+}
+
+// register defines the flags of d; groupID and prefix are the defaults
+// that keep one subcommand's devices apart from another's.
+func (d *deviceSource) register(fs *flag.FlagSet, groupID, prefix string) {
+	fs.StringVar(&d.caFile, "ca-file", "", "PEM `file` of the roots that sign the brokers' (and the admin API's) server certificates")
+	fs.StringVar(&d.serverName, "server-name", "", "TLS server `name` to verify (default: the broker's host, or localhost for an IP)")
+	fs.StringVar(&d.idScope, "id-scope", defaultIDScope, "DPS ID `scope` in the username")
+	fs.StringVar(&d.caCert, "ca-cert", "", "PEM `file` of a CA that issues the devices (its certificate first, then those above it); already enrolled on the target")
+	fs.StringVar(&d.caKey, "ca-key", "", "PEM `file` of the --ca-cert key")
+	fs.StringVar(&d.admin, "admin", "", "admin API base `URL` (https://127.0.0.1:8443): create a fresh device CA and enroll it as a group")
+	fs.StringVar(&d.token, "token", "", "admin API bearer `token` (default: $DPSLOAD_ADMIN_TOKEN, then $DPSBROKER_ADMIN_TOKEN)")
+	fs.StringVar(&d.groupID, "group-id", groupID, "enrollment group `ID` created with --admin (replaced if it exists)")
+	fs.StringVar(&d.devicePrefix, "device-prefix", prefix, "registration ID `prefix` of the devices")
+}
+
+// tokenFromEnv fills in the admin token from the environment when no
+// --token was given (so that it need not appear on a command line).
+func (d *deviceSource) tokenFromEnv(env func(string) (string, bool)) {
+	if d.token != "" {
+		return
+	}
+	for _, k := range []string{"DPSLOAD_ADMIN_TOKEN", "DPSBROKER_ADMIN_TOKEN"} {
+		if v, ok := env(k); ok && v != "" {
+			d.token = v
+			return
+		}
+	}
+}
+
+// options are the command line of a load run.
+type options struct {
+	brokers listFlag
+	deviceSource
+	devices    int
+	individual bool
 
 	count       int
 	duration    time.Duration
@@ -83,16 +118,8 @@ type options struct {
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("dpsload", flag.ContinueOnError)
 	fs.Var(&o.brokers, "broker", "target broker MQTT-over-TLS `host:port` (repeatable: round-robin; default 127.0.0.1:8883)")
-	fs.StringVar(&o.caFile, "ca-file", "", "PEM `file` of the roots that sign the brokers' (and the admin API's) server certificates")
-	fs.StringVar(&o.serverName, "server-name", "", "TLS server `name` to verify (default: the broker's host, or localhost for an IP)")
-	fs.StringVar(&o.idScope, "id-scope", defaultIDScope, "DPS ID `scope` in the username")
-	fs.StringVar(&o.caCert, "ca-cert", "", "PEM `file` of a CA that issues the devices (its certificate first, then those above it); already enrolled on the target")
-	fs.StringVar(&o.caKey, "ca-key", "", "PEM `file` of the --ca-cert key")
-	fs.StringVar(&o.admin, "admin", "", "admin API base `URL` (https://127.0.0.1:8443): create a fresh device CA and enroll it as a group")
-	fs.StringVar(&o.token, "token", "", "admin API bearer `token` (default: $DPSLOAD_ADMIN_TOKEN, then $DPSBROKER_ADMIN_TOKEN)")
-	fs.StringVar(&o.groupID, "group-id", "dpsload", "enrollment group `ID` created with --admin (replaced if it exists)")
+	o.deviceSource.register(fs, "dpsload", "dpsload-")
 	fs.IntVar(&o.devices, "devices", 0, "distinct device identities, minted before the run (default: -n, at most 1000, at least -c)")
-	fs.StringVar(&o.devicePrefix, "device-prefix", "dpsload-", "registration ID `prefix` of the devices")
 	fs.BoolVar(&o.individual, "individual", false, "also enroll every device individually (its own leaf) through --admin, so that the broker decides it by its individual enrollment")
 
 	fs.IntVar(&o.count, "n", 0, "provisionings to start in a run (0: bounded by --duration only)")

@@ -62,16 +62,8 @@ type HoldPoint struct {
 }
 
 type holdOptions struct {
-	broker     string
-	caFile     string
-	serverName string
-	idScope    string
-	caCert     string
-	caKey      string
-	admin      string
-	token      string
-	groupID    string
-	prefix     string
+	broker string
+	deviceSource
 	levels     string
 	dialers    int
 	settle     time.Duration
@@ -92,15 +84,7 @@ func hold(ctx context.Context, args []string, stdout, stderr io.Writer, env func
 	fs := flag.NewFlagSet("dpsload hold", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.broker, "broker", "127.0.0.1:8883", "broker MQTT-over-TLS `host:port`")
-	fs.StringVar(&o.caFile, "ca-file", "", "PEM `file` of the roots that sign the broker's (and admin API's) certificate (required)")
-	fs.StringVar(&o.serverName, "server-name", "", "TLS server `name` to verify (default: the broker's host)")
-	fs.StringVar(&o.idScope, "id-scope", defaultIDScope, "DPS ID `scope` in the username")
-	fs.StringVar(&o.caCert, "ca-cert", "", "PEM `file` of an enrolled CA that issues the devices")
-	fs.StringVar(&o.caKey, "ca-key", "", "PEM `file` of the --ca-cert key")
-	fs.StringVar(&o.admin, "admin", "", "admin API base `URL`: create a fresh device CA and enroll it as a group")
-	fs.StringVar(&o.token, "token", "", "admin API bearer `token` (default: $DPSLOAD_ADMIN_TOKEN, then $DPSBROKER_ADMIN_TOKEN)")
-	fs.StringVar(&o.groupID, "group-id", "dpsload-hold", "enrollment group `ID` created with --admin")
-	fs.StringVar(&o.prefix, "device-prefix", "dpsload-hold-", "registration ID `prefix` of the devices")
+	o.deviceSource.register(fs, "dpsload-hold", "dpsload-hold-")
 	fs.StringVar(&o.levels, "levels", "1000,2000,5000", "comma-separated `counts` of connected devices at which memory is read")
 	fs.IntVar(&o.dialers, "c", 32, "connections being opened at once")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after reaching a level before reading memory")
@@ -143,14 +127,7 @@ func hold(ctx context.Context, args []string, stdout, stderr io.Writer, env func
 		fmt.Fprintf(stderr, "dpsload hold: %v\n", err)
 		return exitUsage
 	}
-	if o.token == "" {
-		for _, k := range []string{"DPSLOAD_ADMIN_TOKEN", "DPSBROKER_ADMIN_TOKEN"} {
-			if v, ok := env(k); ok && v != "" {
-				o.token = v
-				break
-			}
-		}
-	}
+	o.tokenFromEnv(env)
 	if err := runHold(ctx, &o, levels, args, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "dpsload hold: %v\n", err)
 		return exitError
@@ -174,10 +151,7 @@ func parseLevels(s string) ([]int, error) {
 }
 
 func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, stdout, stderr io.Writer) error {
-	lo := &options{brokers: listFlag{o.broker}, allowRemote: o.allowRem, caCert: o.caCert, caKey: o.caKey}
-	if o.admin != "" {
-		lo.admin = o.admin
-	}
+	lo := &options{brokers: listFlag{o.broker}, allowRemote: o.allowRem, deviceSource: o.deviceSource}
 	if o.metrics != "" {
 		lo.metrics = listFlag{o.metrics}
 	}
@@ -207,7 +181,7 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 	}
 	n := levels[len(levels)-1]
 	mintStart := time.Now()
-	devices, err := pki.Mint(ctx, o.prefix, n)
+	devices, err := pki.Mint(ctx, o.devicePrefix, n)
 	if err != nil {
 		return err
 	}

@@ -141,14 +141,7 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 	if !o.warmupSet && o.duration == 0 {
 		o.warmup = 0 // a count-bounded run measures everything it does
 	}
-	if o.token == "" {
-		for _, k := range []string{"DPSLOAD_ADMIN_TOKEN", "DPSBROKER_ADMIN_TOKEN"} {
-			if v, ok := env(k); ok && v != "" {
-				o.token = v
-				break
-			}
-		}
-	}
+	o.tokenFromEnv(env)
 	if err := o.checkTargets(); err != nil {
 		return err
 	}

@@ -187,7 +187,7 @@ func TestInProcessBaselineMQTT5(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	good := func() options {
-		return options{count: 10, concurrency: 1, mqtt: 4, curves: "hybrid", caFile: "ca.pem", admin: "https://127.0.0.1:8443", rounds: 3, timeout: time.Second}
+		return options{count: 10, concurrency: 1, mqtt: 4, curves: "hybrid", deviceSource: deviceSource{caFile: "ca.pem", admin: "https://127.0.0.1:8443"}, rounds: 3, timeout: time.Second}
 	}
 	tests := []struct {
 		name string
