@@ -138,6 +138,11 @@ type Config struct {
 	// instead of 202 and a poll after RetryAfter (hooks.Options.FastPath).
 	// Off by default: the C# v2 (MQTTnet) SDK requires the 202.
 	FastPath bool
+	// Pprof serves Go's runtime profiles (/debug/pprof/) on HTTPAddr, to
+	// profile a running broker. They reveal internals (stacks, heap
+	// contents' types, command line), so HTTPAddr must then be reachable
+	// by operators only.
+	Pprof bool
 	// ShutdownTimeout bounds the drain of live sessions on shutdown.
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
@@ -352,6 +357,7 @@ var settings = []setting{
 	{name: "key-exchange", usage: "TLS 1.3 key exchange: default or hybrid (post-quantum X25519MLKEM768), x25519 or p256 (faster, not post-quantum)", value: func(c *Config) flag.Value { return (*stringValue)(&c.KeyExchange) }},
 	{name: "session-tickets", usage: "allow TLS session resumption for returning devices", value: func(c *Config) flag.Value { return (*boolValue)(&c.SessionTickets) }},
 	{name: "fast-path", usage: "answer register requests with the final 200 at once instead of 202 + poll (not for C# v2 SDK devices)", value: func(c *Config) flag.Value { return (*boolValue)(&c.FastPath) }},
+	{name: "pprof", usage: "serve Go runtime profiles at /debug/pprof/ on http-addr (keep http-addr private)", value: func(c *Config) flag.Value { return (*boolValue)(&c.Pprof) }},
 	{name: "shutdown-timeout", usage: "how long shutdown waits for live sessions to finish", value: func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
 	{name: "log-level", usage: "debug, info, warn or error", value: func(c *Config) flag.Value { return (*stringValue)(&c.LogLevel) }},
 	{name: "log-format", usage: "text or json", value: func(c *Config) flag.Value { return (*stringValue)(&c.LogFormat) }},

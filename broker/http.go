@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
@@ -20,7 +21,9 @@ const readyProbeID = "dpsbroker-readiness-probe"
 //	          (readiness: take the node out of the load balancer otherwise)
 //	/metrics  Prometheus metrics
 //
-// None of them reveals enrollments, devices or secrets.
+// None of them reveals enrollments, devices or secrets. With Config.Pprof
+// it also serves /debug/pprof/ (net/http/pprof), which does reveal
+// internals and is off by default.
 func (b *Broker) opsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -37,6 +40,13 @@ func (b *Broker) opsHandler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", b.metrics.handler())
+	if b.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

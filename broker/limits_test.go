@@ -181,6 +181,24 @@ func TestOpsEndpoints(t *testing.T) {
 	}
 }
 
+// TestPprofEndpoint: runtime profiles are served only when asked for.
+func TestPprofEndpoint(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pprof=%v", on), func(t *testing.T) {
+			b := brokertest.New(t, brokertest.WithConfig(func(c *broker.Config) { c.Pprof = on }))
+			want := http.StatusNotFound
+			if on {
+				want = http.StatusOK
+			}
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/heap"} {
+				if code, _ := httpGet(t, b.HTTPURL()+path); code != want {
+					t.Errorf("%s: %d, want %d", path, code, want)
+				}
+			}
+		})
+	}
+}
+
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{}}}
