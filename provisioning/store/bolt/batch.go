@@ -31,11 +31,20 @@ type batcher struct {
 	db      *bolt.DB
 	reqs    chan *batchCall
 	stopped <-chan struct{} // closed when the store closes
+
+	// jw sends registration commits through the journal (journal.go);
+	// nil commits them straight into bbolt.
+	jw *journalWriter
 }
 
+// batchCall is one request to the writer: a write function, a
+// registration commit for the journal (reg), or a flush of the journal
+// into bbolt (flush).
 type batchCall struct {
-	fn   func(*bolt.Tx) error
-	done chan error
+	fn    func(*bolt.Tx) error
+	reg   *regCall
+	flush bool
+	done  chan error
 }
 
 // do runs fn in a write transaction shared with concurrent writes and
@@ -43,7 +52,12 @@ type batchCall struct {
 // fn never ran: ctx ended or the store closed while waiting for the
 // writer.
 func (b *batcher) do(ctx context.Context, fn func(*bolt.Tx) error) (handed bool, err error) {
-	c := &batchCall{fn: fn, done: make(chan error, 1)}
+	return b.call(ctx, &batchCall{fn: fn})
+}
+
+// call hands c to the writer and waits for its outcome (see do).
+func (b *batcher) call(ctx context.Context, c *batchCall) (handed bool, err error) {
+	c.done = make(chan error, 1)
 	select {
 	case b.reqs <- c:
 	case <-ctx.Done():
@@ -58,12 +72,18 @@ func (b *batcher) do(ctx context.Context, fn func(*bolt.Tx) error) (handed bool,
 
 // loop serves writes until the store closes.
 func (b *batcher) loop() {
+	if b.jw != nil {
+		defer b.jw.finish()
+	}
 	for {
 		var first *batchCall
 		select {
 		case <-b.stopped:
 			return
 		case first = <-b.reqs:
+		case <-b.jw.due():
+			b.jw.applyLogged()
+			continue
 		}
 		calls := []*batchCall{first}
 	drain:
@@ -75,7 +95,45 @@ func (b *batcher) loop() {
 				break drain
 			}
 		}
-		b.run(calls)
+		if b.jw == nil {
+			b.run(calls)
+			continue
+		}
+		var regs, others []*batchCall
+		for _, c := range calls {
+			if c.reg != nil {
+				regs = append(regs, c)
+			} else {
+				others = append(others, c)
+			}
+		}
+		if len(others) > 0 {
+			b.runAfterJournal(others)
+		}
+		if len(regs) > 0 {
+			b.jw.commit(regs)
+		}
+	}
+}
+
+// runAfterJournal runs calls other than journal commits: bbolt first
+// receives everything the journal holds, so that no write or listing ever
+// sees bbolt behind what was acknowledged.
+func (b *batcher) runAfterJournal(calls []*batchCall) {
+	err := b.jw.apply()
+	var txs []*batchCall
+	for _, c := range calls {
+		switch {
+		case c.flush || err != nil:
+			c.done <- err
+		default:
+			txs = append(txs, c)
+		}
+	}
+	if len(txs) > 0 {
+		b.run(txs)
+		// They may have taken sequence numbers (etags, events).
+		b.jw.seqKnown = false
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/provisioning"
@@ -30,6 +31,12 @@ func (s *Store) CommitRegistration(ctx context.Context, c *provisioning.Registra
 	}
 	if n := len(c.Operation.OperationID); n > maxKeyLen {
 		return nil, "", fmt.Errorf("registration commit: operation ID is %d bytes long, the limit is %d", n, maxKeyLen)
+	}
+	if s.writer.jw != nil {
+		out, eventID, direct, err := s.commitJournaled(ctx, c, key)
+		if !direct {
+			return out, eventID, err
+		}
 	}
 	var (
 		stored   *provisioning.RegistrationState
@@ -75,6 +82,36 @@ func (s *Store) CommitRegistration(ctx context.Context, c *provisioning.Registra
 		return nil, "", err
 	}
 	return out, eventID, nil
+}
+
+// commitJournaled commits c through the registration journal (journal.go).
+// direct says c is too large for the journal and must be committed
+// straight into bbolt instead.
+func (s *Store) commitJournaled(ctx context.Context, c *provisioning.RegistrationCommit, key []byte) (out *provisioning.RegistrationState, eventID string, direct bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", false, err
+	}
+	rc := &regCall{c: c, key: key}
+	if handed, err := s.writer.call(ctx, &batchCall{reg: rc}); err != nil {
+		if !handed && err == ctx.Err() {
+			return nil, "", false, err
+		}
+		if errors.Is(err, errClosed) {
+			err = fmt.Errorf("%w: %w", provisioning.ErrStoreUnavailable, err)
+		}
+		return nil, "", false, err
+	}
+	switch {
+	case rc.mismatch != nil:
+		return nil, "", false, rc.mismatch
+	case rc.tooLarge:
+		return nil, "", true, nil
+	}
+	out, err = returnedRecord(rc.rec, rc.entry.record)
+	if err != nil {
+		return nil, "", false, err
+	}
+	return out, strconv.FormatUint(rc.entry.eventSeq, 10), false, nil
 }
 
 // operationHead is provisioning.Operation without its result, which

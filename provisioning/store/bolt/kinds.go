@@ -140,6 +140,14 @@ func (s *Store) ListCACertificates(ctx context.Context) ([]*provisioning.CACerti
 
 // GetRegistration implements provisioning.RegistrationStore.
 func (s *Store) GetRegistration(ctx context.Context, registrationID string) (*provisioning.RegistrationState, error) {
+	key, err := entryKey(registrations.name, registrationID)
+	if err != nil {
+		return nil, err
+	}
+	// The overlay first: an entry leaves it only once bbolt has it.
+	if raw := s.overlay.registration(key); raw != nil && ctx.Err() == nil {
+		return decode[provisioning.RegistrationState](raw)
+	}
 	return registrations.get(s, ctx, registrationID)
 }
 
@@ -159,6 +167,9 @@ func (s *Store) DeleteRegistration(ctx context.Context, registrationID, ifMatch 
 // ListRegistrations implements provisioning.RegistrationStore; a group
 // filter walks the group -> registration index.
 func (s *Store) ListRegistrations(ctx context.Context, groupID, cursor string, limit int) ([]*provisioning.RegistrationState, string, error) {
+	if err := s.flushJournal(ctx); err != nil {
+		return nil, "", err
+	}
 	if groupID == "" {
 		return page[provisioning.RegistrationState](s, ctx, bucketRegistrations, nil, nil, cursor, limit)
 	}

@@ -8,6 +8,9 @@
 // time -> operation or challenge. bbolt runs one writer at a time, so the
 // etag compare-and-set is a plain read-check-write inside the transaction.
 //
+// Registration commits, the writes devices wait for, go through an
+// append-only journal and are applied to bbolt in batches (journal.go).
+//
 // Etags are opaque: base64 of a store-wide sequence number that only grows,
 // so an etag is never reused, even after a delete and re-create.
 //
@@ -74,6 +77,9 @@ type Options struct {
 	// syncFreelist restores bbolt's default freelist handling (an array
 	// written on every commit), for the benchmark that compares the two.
 	syncFreelist bool
+	// noJournal commits registrations straight into bbolt, for the
+	// benchmark that compares the two.
+	noJournal bool
 }
 
 // Store is provisioning.Store on a bbolt file. It is safe for concurrent
@@ -86,6 +92,9 @@ type Store struct {
 
 	watch  watchers
 	writer batcher
+	// overlay holds journaled registrations not yet in bbolt (journal.go);
+	// empty without a journal.
+	overlay *overlay
 
 	// groupMu guards the shared ListEnrollmentGroups snapshot. groupGen
 	// counts committed group writes, so that a snapshot built from a read
@@ -175,6 +184,14 @@ func Open(path string, opts Options) (*Store, error) {
 		stop:      stop,
 	}
 	s.writer = batcher{db: db, reqs: make(chan *batchCall), stopped: ctx.Done()}
+	s.overlay = &overlay{regs: map[string]*journalEntry{}, ops: map[string]*journalEntry{}}
+	if !opts.noJournal {
+		if s.writer.jw, err = openJournalWriter(db, path+journalSuffix, s, opts.Logger); err != nil {
+			stop()
+			_ = db.Close()
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+	}
 	s.watch.init(ctx, opts.watchBuffer, opts.Logger)
 	s.done.Go(s.writer.loop)
 	s.done.Go(func() { s.sweepLoop(ctx, opts.sweepInterval) })
@@ -209,6 +226,44 @@ func openDB(path string, opts Options) (db *bolt.DB, err error) {
 		}
 	}()
 	return bolt.Open(path, 0o600, bo)
+}
+
+// journalSuffix names the registration journal: the store file's name
+// with this appended (journal.go).
+const journalSuffix = "-journal"
+
+// openJournalWriter opens the journal of the store file, applies what it
+// holds beyond the last apply, and returns the writer's journal state.
+func openJournalWriter(db *bolt.DB, path string, s *Store, log *slog.Logger) (*journalWriter, error) {
+	applied, err := appliedMarker(db)
+	if err != nil {
+		return nil, err
+	}
+	j, entries, err := openJournal(path, applied)
+	if err != nil {
+		return nil, err
+	}
+	timer := time.NewTimer(applyInterval)
+	timer.Stop()
+	jw := &journalWriter{db: db, j: j, ov: s.overlay, log: log, now: s.now, maxEvents: s.maxEvents, timer: timer}
+	if err := jw.recover(entries); err != nil {
+		_ = j.close()
+		return nil, fmt.Errorf("recovering the registration journal: %w", err)
+	}
+	return jw, nil
+}
+
+// flushJournal applies the journal to bbolt, for reads that scan bbolt
+// (listings, the event log) rather than look up one key.
+func (s *Store) flushJournal(ctx context.Context) error {
+	if s.writer.jw == nil {
+		return ctx.Err()
+	}
+	handed, err := s.writer.call(ctx, &batchCall{flush: true})
+	if err != nil && (handed || err != ctx.Err()) && !errors.Is(err, provisioning.ErrStoreUnavailable) {
+		err = s.classify(err, nil)
+	}
+	return err
 }
 
 // Close stops the sweeper, ends every watch and closes the file.

@@ -90,15 +90,22 @@ func (s *Store) GetOperation(ctx context.Context, operationID string) (*provisio
 		return nil, fmt.Errorf("get operation: empty ID")
 	}
 	var op *provisioning.Operation
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketOperations).Get([]byte(operationID))
-		if raw == nil {
-			return fmt.Errorf("operation %q: %w", operationID, provisioning.ErrNotFound)
-		}
-		var err error
+	// The overlay first: an entry leaves it only once bbolt has it, so a
+	// read transaction begun after a miss there sees it.
+	var err error
+	if raw := s.overlay.operation(operationID); raw != nil && ctx.Err() == nil {
 		op, err = decode[provisioning.Operation](raw)
-		return err
-	})
+	} else {
+		err = s.view(ctx, func(tx *bolt.Tx) error {
+			raw := tx.Bucket(bucketOperations).Get([]byte(operationID))
+			if raw == nil {
+				return fmt.Errorf("operation %q: %w", operationID, provisioning.ErrNotFound)
+			}
+			var err error
+			op, err = decode[provisioning.Operation](raw)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -263,19 +270,19 @@ func (s *Store) appendEventTx(tx *bolt.Tx, ev *provisioning.Event) (string, erro
 	if err := b.Put(seqKey(seq), data); err != nil {
 		return "", err
 	}
-	return ev.ID, s.trimEvents(b, seq)
+	return ev.ID, trimEvents(b, seq, s.maxEvents)
 }
 
 // trimEvents deletes the oldest events beyond maxEvents. Keys are dense
 // (only the head is ever deleted), so the count is last - first + 1.
-func (s *Store) trimEvents(b *bolt.Bucket, last uint64) error {
+func trimEvents(b *bolt.Bucket, last, maxEvents uint64) error {
 	c := b.Cursor()
 	k, _ := c.First()
 	if k == nil {
 		return nil
 	}
 	first := binary.BigEndian.Uint64(k)
-	for ; last-first+1 > s.maxEvents && k != nil; k, _ = c.First() {
+	for ; last-first+1 > maxEvents && k != nil; k, _ = c.First() {
 		if err := c.Delete(); err != nil {
 			return err
 		}
@@ -302,6 +309,9 @@ func (s *Store) ReadEvents(ctx context.Context, afterID string, limit int) ([]*p
 			return nil, fmt.Errorf("read events: %q is not an event ID of this store", afterID)
 		}
 		start = n + 1
+	}
+	if err := s.flushJournal(ctx); err != nil {
+		return nil, err
 	}
 	var out []*provisioning.Event
 	err := s.view(ctx, func(tx *bolt.Tx) error {
