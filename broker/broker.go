@@ -98,10 +98,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (b *Broker, err e
 	if logger == nil {
 		logger = slog.Default()
 	}
-	b = &Broker{cfg: cfg, log: logger, metrics: newMetrics(), runErr: make(chan error, 4)}
+	nb := &Broker{cfg: cfg, log: logger, metrics: newMetrics(), runErr: make(chan error, 4)}
+	b = nb
 	defer func() {
+		// nb, not b: the error returns below have set b to nil.
 		if err != nil {
-			b.undo()
+			nb.undo()
 		}
 	}()
 	b.limiter = newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, b.metrics)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -201,4 +202,31 @@ func TestDevPKIServerKey(t *testing.T) {
 	if !ok || pub.Curve != elliptic.P256() {
 		t.Fatalf("development server key %T, want ECDSA P-256", certs[0].Leaf.PublicKey)
 	}
+}
+
+// TestNewFailsCleanly: a broker that cannot start (its MQTT address is
+// taken, its store file locked by another broker) returns an error, does
+// not panic, and releases what it had opened, so a retry succeeds.
+func TestNewFailsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := broker.DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.MQTTAddr, cfg.WSAddr, cfg.AdminAddr, cfg.HTTPAddr = taken.Addr().String(), "", "", ""
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if bb, err := broker.New(ctx, cfg, slog.New(slog.DiscardHandler)); err == nil || bb != nil {
+		t.Fatalf("New on a taken address: %v, %v; want an error", bb, err)
+	}
+	// The store file was released: a broker on a free port opens it.
+	cfg.MQTTAddr = "127.0.0.1:0"
+	bb, err := broker.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("New after a failed New: %v", err)
+	}
+	_ = bb.Shutdown(context.Background())
 }
