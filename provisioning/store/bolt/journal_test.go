@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -374,4 +377,58 @@ func TestReadJournal(t *testing.T) {
 	if _, err := readJournal(bad.appendRecord(nil), 0); err == nil {
 		t.Error("an undecodable record was accepted")
 	}
+}
+
+// TestJournalBatchSpanningCycles: one batch of commits larger than the
+// room left in the journal is written in parts, with an apply between
+// them; the apply's marker must not cover the part written after it, or
+// a crash would lose acknowledged registrations.
+func TestJournalBatchSpanningCycles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dps.db")
+	s, err := Open(path, Options{noJournal: true}) // the buckets
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := openDB(path, Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := &Store{overlay: &overlay{regs: map[string]*journalEntry{}, ops: map[string]*journalEntry{}}, now: time.Now, maxEvents: DefaultMaxEvents}
+	jw, err := openJournalWriter(db, path+journalSuffix, owner, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ~0.5 MB records: 16 fill the 8 MB journal, so 24 in one batch
+	// span two cycles.
+	payload := []byte(`"` + strings.Repeat("p", 256<<10) + `"`)
+	var calls []*batchCall
+	for i := range 24 {
+		c := journalCommit(t, fmt.Sprintf("big-%02d", i), "g", "hub")
+		c.Record.Payload = payload
+		key, _ := entryKey("registration", c.Record.RegistrationID)
+		calls = append(calls, &batchCall{reg: &regCall{c: c, key: key}, done: make(chan error, 1)})
+	}
+	jw.commit(calls)
+	var cs []committed
+	for i, call := range calls {
+		if err := <-call.done; err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+		rc := call.reg
+		cs = append(cs, committed{rc.c.Record.RegistrationID, rc.c.Operation.OperationID, rc.rec.ETag,
+			strconv.FormatUint(rc.entry.eventSeq, 10), "hub", "g"})
+	}
+	if len(jw.pending) == len(calls) || len(jw.pending) == 0 {
+		t.Fatalf("%d of %d pending: the batch did not span an apply", len(jw.pending), len(calls))
+	}
+	jw.abandon = true // crash
+	jw.finish()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path, Options{})
+	wantState(t, s, cs)
 }

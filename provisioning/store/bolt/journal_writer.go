@@ -79,6 +79,9 @@ type journalWriter struct {
 	// journal take numbers from bbolt).
 	seq, eventSeq uint64
 	seqKnown      bool
+	// abandoned is the highest seq of records whose append failed: never
+	// acknowledged, so the next apply marker covers them.
+	abandoned uint64
 	// abandon skips the final apply on close (tests: a crash).
 	abandon bool
 }
@@ -167,21 +170,45 @@ func (w *journalWriter) commit(calls []*batchCall) {
 			journaled = append(journaled, call)
 		}
 	}
+	// Write them in as few appends as fit in the rest of the journal;
+	// when the next one does not fit, apply and start a new cycle.
+	for len(entries) > 0 {
+		n, room := 0, journalSize-w.j.off
+		for _, e := range entries {
+			if room -= int64(e.encodedSize()); room < 0 {
+				break
+			}
+			n++
+		}
+		var err error
+		if n == 0 {
+			err = w.apply()
+		} else {
+			err = w.j.append(entries[:n])
+		}
+		if err != nil {
+			if !errors.Is(err, provisioning.ErrStoreUnavailable) {
+				err = fmt.Errorf("%w: %w", provisioning.ErrStoreUnavailable, err)
+			}
+			w.log.Error("bolt store: registration journal failed", "err", err)
+			w.abandoned = max(w.abandoned, entries[len(entries)-1].seq)
+			for _, c := range journaled {
+				c.done <- err
+			}
+			return
+		}
+		w.accept(entries[:n], journaled[:n])
+		entries, journaled = entries[n:], journaled[n:]
+	}
+	if len(w.pending) >= applyEntries {
+		w.applyLogged()
+	}
+}
+
+// accept makes journaled entries readable and pending, and answers their
+// calls.
+func (w *journalWriter) accept(entries []*journalEntry, calls []*batchCall) {
 	if len(entries) == 0 {
-		return
-	}
-	err := w.j.append(entries)
-	if errors.Is(err, errJournalFull) {
-		if err = w.apply(); err == nil {
-			err = w.j.append(entries)
-		}
-	}
-	if err != nil {
-		err = fmt.Errorf("%w: %w", provisioning.ErrStoreUnavailable, err)
-		w.log.Error("bolt store: registration journal failed", "err", err)
-		for _, c := range journaled {
-			c.done <- err
-		}
 		return
 	}
 	w.ov.mu.Lock()
@@ -194,11 +221,8 @@ func (w *journalWriter) commit(calls []*batchCall) {
 		w.timer.Reset(applyInterval)
 	}
 	w.pending = append(w.pending, entries...)
-	for _, c := range journaled {
+	for _, c := range calls {
 		c.done <- nil
-	}
-	if len(w.pending) >= applyEntries {
-		w.applyLogged()
 	}
 }
 
@@ -299,8 +323,10 @@ func (w *journalWriter) applyLogged() {
 }
 
 // applyTx writes entries, in order, and the marker: every journal record
-// with a sequence number up to w.seq is in bbolt or was never
-// acknowledged, so recovery skips it.
+// with a sequence number up to it is in bbolt or was never acknowledged,
+// so recovery skips it. The marker is not w.seq: a commit that has to
+// apply to make room in the journal has taken numbers for records it has
+// yet to write.
 func (w *journalWriter) applyTx(tx *bolt.Tx, entries []*journalEntry) error {
 	regs, idx := tx.Bucket(bucketRegistrations), tx.Bucket(bucketRegByGroup)
 	events := appendBucket(tx, bucketEvents)
@@ -339,7 +365,8 @@ func (w *journalWriter) applyTx(tx *bolt.Tx, entries []*journalEntry) error {
 			return err
 		}
 	}
-	if err := meta.Put(journalAppliedKey, seqKey(w.seq)); err != nil {
+	marker := max(entries[len(entries)-1].seq, w.abandoned)
+	if err := meta.Put(journalAppliedKey, seqKey(marker)); err != nil {
 		return err
 	}
 	return trimEvents(events, events.Sequence(), w.maxEvents)
