@@ -139,7 +139,7 @@ func (h *DPS) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			if _, err := sas.Parse(string(pk.Connect.Password)); err != nil {
 				return h.refuseDevice(cl, nil, regID, "password is not a SAS token: "+err.Error(), "malformed SAS token")
 			}
-			s.connectSAS = string(pk.Connect.Password)
+			s.tpm = &tpmState{connectSAS: string(pk.Connect.Password)}
 		}
 		// Not authenticated yet: give the session a private client ID so
 		// that it cannot take over (disconnect) the session of the device

@@ -186,8 +186,8 @@ func (h *DPS) operationResponse(s *session, op *provisioning.Operation) response
 		})
 	}
 	tpmKey := ""
-	if s.tpmOperation != "" && s.tpmOperation == op.OperationID {
-		tpmKey = s.tpmKey
+	if t := s.tpm; t != nil && t.operation != "" && t.operation == op.OperationID {
+		tpmKey = t.key
 	}
 	return h.jsonResponse(200, 0, &wire.RegistrationOperationStatus{
 		OperationID:       op.OperationID,

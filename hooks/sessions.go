@@ -42,10 +42,16 @@ func (k sessionKind) String() string {
 }
 
 // session is what the hook knows about one connection. Fields set in
-// OnConnect are read-only afterwards; the limiters are used only on the
-// client's own read goroutine.
+// OnConnect are read-only afterwards; the limiters and tpm are used only
+// on the client's own read goroutine. One is kept per idle connection:
+// small fields first so that they share a word, and the TPM state behind a
+// pointer (160 bytes instead of 224 for an X.509 device).
 type session struct {
 	kind sessionKind
+	// established and revoked are guarded by registry.mu.
+	established bool
+	revoked     bool
+
 	// registrationID is the username's registration ID, as sent.
 	registrationID string
 	regKey         string // provisioning.RegistrationKey(registrationID)
@@ -55,18 +61,26 @@ type session struct {
 
 	registers, polls bucket
 
-	// TPM state of an unauthenticated session, used only on the client's
-	// read goroutine. connectSAS is the SAS token sent as the CONNECT
-	// password: it answers the first TPM register request without
-	// tpm.sasToken, once. tpmOperation and tpmKey are the operation of an
-	// answered challenge and the authenticationKey its final poll returns.
-	connectSAS           string
-	connectSASUsed       bool
-	tpmOperation, tpmKey string
+	tpm *tpmState // nil until a session without a certificate needs it
+}
 
-	// established and revoked are guarded by registry.mu.
-	established bool
-	revoked     bool
+// tpmState is the TPM state of an unauthenticated session. connectSAS is
+// the SAS token sent as the CONNECT password: it answers the first TPM
+// register request without tpm.sasToken, once. operation and key are the
+// operation of an answered challenge and the authenticationKey its final
+// poll returns.
+type tpmState struct {
+	connectSAS     string
+	connectSASUsed bool
+	operation, key string
+}
+
+// tpmState returns the session's TPM state, created on first use.
+func (s *session) tpmState() *tpmState {
+	if s.tpm == nil {
+		s.tpm = &tpmState{}
+	}
+	return s.tpm
 }
 
 // registry indexes live sessions by client, registration ID and group, so
@@ -74,8 +88,10 @@ type session struct {
 type registry struct {
 	mu       sync.RWMutex
 	byClient map[*mqtt.Client]*session
-	byReg    map[string]map[*mqtt.Client]struct{}
-	byGroup  map[string]map[*mqtt.Client]struct{}
+	// byReg lists a registration's sessions in a slice: there is nearly
+	// always one, and a map per device costs ~120 B per idle connection.
+	byReg   map[string][]*mqtt.Client
+	byGroup map[string]map[*mqtt.Client]struct{}
 	// pending counts sessions added in OnConnect and not yet established.
 	// A connection refused by another hook after ours never reaches
 	// OnDisconnect, so pending entries of closed clients are swept.
@@ -89,7 +105,7 @@ const sweepPendingAbove = 256
 func newRegistry() *registry {
 	return &registry{
 		byClient: make(map[*mqtt.Client]*session),
-		byReg:    make(map[string]map[*mqtt.Client]struct{}),
+		byReg:    make(map[string][]*mqtt.Client),
 		byGroup:  make(map[string]map[*mqtt.Client]struct{}),
 	}
 }
@@ -117,7 +133,7 @@ func (r *registry) add(cl *mqtt.Client, s *session) {
 	r.byClient[cl] = s
 	r.pending++
 	if s.regKey != "" {
-		addIndex(r.byReg, s.regKey, cl)
+		r.byReg[s.regKey] = append(r.byReg[s.regKey], cl)
 	}
 	if s.groupKey != "" {
 		addIndex(r.byGroup, s.groupKey, cl)
@@ -155,23 +171,39 @@ func (r *registry) removeLocked(cl *mqtt.Client) {
 	if !s.established {
 		r.pending--
 	}
-	delIndex(r.byReg, s.regKey, cl)
+	r.delReg(s.regKey, cl)
 	delIndex(r.byGroup, s.groupKey, cl)
 }
 
-// revoke marks the sessions under key in idx revoked and returns the
+// revokeReg marks the sessions of a registration revoked and returns the
 // established ones, which the caller disconnects. Sessions still
 // connecting are disconnected by OnSessionEstablished.
-func (r *registry) revoke(idx map[string]map[*mqtt.Client]struct{}, key string) []*mqtt.Client {
+func (r *registry) revokeReg(key string) []*mqtt.Client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var live []*mqtt.Client
-	for cl := range idx[key] {
-		s := r.byClient[cl]
-		s.revoked = true
-		if s.established {
-			live = append(live, cl)
-		}
+	for _, cl := range r.byReg[key] {
+		live = r.revokeLocked(cl, live)
+	}
+	return live
+}
+
+// revokeGroup is revokeReg for the sessions admitted through a group.
+func (r *registry) revokeGroup(key string) []*mqtt.Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var live []*mqtt.Client
+	for cl := range r.byGroup[key] {
+		live = r.revokeLocked(cl, live)
+	}
+	return live
+}
+
+func (r *registry) revokeLocked(cl *mqtt.Client, live []*mqtt.Client) []*mqtt.Client {
+	s := r.byClient[cl]
+	s.revoked = true
+	if s.established {
+		live = append(live, cl)
 	}
 	return live
 }
@@ -198,6 +230,25 @@ func addIndex(idx map[string]map[*mqtt.Client]struct{}, key string, cl *mqtt.Cli
 	m[cl] = struct{}{}
 }
 
+// delReg removes cl from its registration's sessions.
+func (r *registry) delReg(key string, cl *mqtt.Client) {
+	cls := r.byReg[key]
+	for i, c := range cls {
+		if c != cl {
+			continue
+		}
+		if len(cls) == 1 {
+			delete(r.byReg, key)
+			return
+		}
+		last := len(cls) - 1
+		cls[i] = cls[last]
+		cls[last] = nil // the closed client is not kept alive
+		r.byReg[key] = cls[:last]
+		return
+	}
+}
+
 func delIndex(idx map[string]map[*mqtt.Client]struct{}, key string, cl *mqtt.Client) {
 	if key == "" {
 		return
@@ -217,13 +268,13 @@ func delIndex(idx map[string]map[*mqtt.Client]struct{}, key string, cl *mqtt.Cli
 // enrollment changed; the device's next CONNECT is decided afresh. It
 // returns the number of sessions disconnected.
 func (h *DPS) DisconnectRegistration(registrationID string) int {
-	return h.disconnect(h.sessions.revoke(h.sessions.byReg, provisioning.RegistrationKey(registrationID)), "registration", registrationID)
+	return h.disconnect(h.sessions.revokeReg(provisioning.RegistrationKey(registrationID)), "registration", registrationID)
 }
 
 // DisconnectGroup disconnects every live session admitted through the
 // enrollment group groupID (case-insensitive), like DisconnectRegistration.
 func (h *DPS) DisconnectGroup(groupID string) int {
-	return h.disconnect(h.sessions.revoke(h.sessions.byGroup, strings.ToLower(groupID)), "group", groupID)
+	return h.disconnect(h.sessions.revokeGroup(strings.ToLower(groupID)), "group", groupID)
 }
 
 func (h *DPS) disconnect(clients []*mqtt.Client, what, id string) int {

@@ -15,10 +15,11 @@ import (
 // once on the fast path).
 func (h *DPS) registerTPM(s *session, req wire.Request, rr *wire.RegisterRequest) response {
 	token := rr.TPM.SASToken
-	if token == "" && s.connectSAS != "" && !s.connectSASUsed {
+	t := s.tpmState()
+	if token == "" && t.connectSAS != "" && !t.connectSASUsed {
 		// The CONNECT password answers one challenge; after that the
 		// session can start over with a first leg.
-		token, s.connectSASUsed = s.connectSAS, true
+		token, t.connectSASUsed = t.connectSAS, true
 	}
 	ctx, cancel := h.requestContext()
 	defer cancel()
@@ -55,7 +56,7 @@ func (h *DPS) registerTPM(s *session, req wire.Request, rr *wire.RegisterRequest
 	if err != nil {
 		return h.unavailable(ctx, err, s, &req)
 	}
-	s.tpmOperation, s.tpmKey = op.OperationID, d.AuthenticationKey
+	t.operation, t.key = op.OperationID, d.AuthenticationKey
 	return h.registered(s, op)
 }
 
