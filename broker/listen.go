@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -146,7 +147,7 @@ func (g *guardedListener) Accept() (net.Conn, error) {
 			// delayed ACK would add tens of milliseconds to each.
 			_ = tc.SetNoDelay(true)
 		}
-		return &guardedConn{Conn: c, ip: ip, g: g}, nil
+		return &guardedConn{Conn: c, g: g}, nil
 	}
 }
 
@@ -157,6 +158,9 @@ func isTemporary(err error) bool {
 }
 
 func remoteIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
 	if ta, ok := a.(*net.TCPAddr); ok {
 		return ta.IP.String()
 	}
@@ -167,19 +171,20 @@ func remoteIP(a net.Addr) string {
 	return host
 }
 
-// guardedConn releases its slot in the limiter exactly once.
+// guardedConn releases its slot in the limiter exactly once. One lives as
+// long as its connection, so it is kept to 32 bytes: the IP is derived
+// again from the remote address at close instead of being stored.
 type guardedConn struct {
 	net.Conn
-	ip   string
-	g    *guardedListener
-	once sync.Once
+	g      *guardedListener
+	closed atomic.Bool
 }
 
 func (c *guardedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.g.limiter.release(c.ip)
+	if c.closed.CompareAndSwap(false, true) {
+		c.g.limiter.release(remoteIP(c.Conn.RemoteAddr()))
 		c.g.metrics.connClosed(c.g.name)
-	})
+	}
 	return err
 }
