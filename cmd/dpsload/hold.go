@@ -42,6 +42,20 @@ type HoldFile struct {
 	// HeapBytesPerConnection is the same for Go heap + stack in use, when
 	// --metrics gives them.
 	HeapBytesPerConnection float64 `json:"heapStackBytesPerConnection,omitempty"`
+	// Steady is the last level read again after --steady (nil without
+	// it): the idle broker once its periodic garbage collections have run.
+	// Garbage made by idle sessions (mochi's once-a-second housekeeping
+	// copies its client map) is collected only every minute or two, and
+	// the pages it used stay resident, so RSS settles above the figure
+	// read a few seconds after the connections were made.
+	Steady *HoldPoint `json:"steady,omitempty"`
+	// SteadyPeakRSSBytes is the highest RSS seen while waiting for Steady.
+	SteadyPeakRSSBytes uint64 `json:"steadyPeakRssBytes,omitempty"`
+	// SteadyBytesPerConnection is (Steady RSS - RSS with none) / its
+	// connections; SteadyHeapBytesPerConnection the same for Go heap +
+	// stack in use (which includes garbage not yet collected).
+	SteadyBytesPerConnection     float64 `json:"steadyRssBytesPerConnection,omitempty"`
+	SteadyHeapBytesPerConnection float64 `json:"steadyHeapStackBytesPerConnection,omitempty"`
 	// ConnectRate is connections per second while filling (TLS + CONNECT).
 	ConnectRate float64          `json:"connectRate"`
 	Failed      int64            `json:"failed"`
@@ -57,6 +71,8 @@ type HoldPoint struct {
 	HeapInuseBytes  uint64 `json:"heapInuseBytes,omitempty"`
 	StackInuseBytes uint64 `json:"stackInuseBytes,omitempty"`
 	Goroutines      uint64 `json:"goroutines,omitempty"`
+	// GCCycles is the server's count of completed garbage collections.
+	GCCycles uint64 `json:"gcCycles,omitempty"`
 	// LoadGenRSSBytes is this process's own resident memory.
 	LoadGenRSSBytes uint64 `json:"loadGenRssBytes"`
 }
@@ -67,6 +83,7 @@ type holdOptions struct {
 	levels     string
 	dialers    int
 	settle     time.Duration
+	steady     time.Duration
 	keepAlive  int
 	mqtt       int
 	curves     string
@@ -88,6 +105,7 @@ func hold(ctx context.Context, args []string, stdout, stderr io.Writer, env func
 	fs.StringVar(&o.levels, "levels", "1000,2000,5000", "comma-separated `counts` of connected devices at which memory is read")
 	fs.IntVar(&o.dialers, "c", 32, "connections being opened at once")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after reaching a level before reading memory")
+	fs.DurationVar(&o.steady, "steady", 0, "after the last level, hold the connections this much longer and read memory again: the idle steady state (Go collects at least every 2 minutes; 4m sees two cycles)")
 	fs.IntVar(&o.keepAlive, "keepalive", 600, "MQTT keep-alive `seconds` sent in CONNECT (no PINGREQ is sent: keep it longer than the run)")
 	fs.IntVar(&o.mqtt, "mqtt", 4, "MQTT protocol `level`: 4 or 5")
 	fs.StringVar(&o.curves, "curves", "hybrid", "TLS 1.3 key exchange offered: hybrid, x25519 or p256")
@@ -116,6 +134,9 @@ func hold(ctx context.Context, args []string, stdout, stderr io.Writer, env func
 	}
 	if (o.caCert == "") != (o.caKey == "") {
 		errs = append(errs, errors.New("--ca-cert and --ca-key go together"))
+	}
+	if o.steady < 0 {
+		errs = append(errs, errors.New("--steady must not be negative"))
 	}
 	if o.dialers < 1 || o.mqtt != int(mqttraw.V311) && o.mqtt != int(mqttraw.V5) || o.keepAlive < 0 || o.keepAlive > 65535 {
 		errs = append(errs, errors.New("-c must be at least 1, --mqtt 4 or 5, --keepalive 0..65535"))
@@ -196,26 +217,36 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 	hc := &http.Client{Timeout: 5 * time.Second}
 
 	res := &HoldFile{Tool: "dpsload hold", Args: redactArgs(args), Started: time.Now(), Machine: sysstat.Describe(), Broker: o.broker, FailedBy: map[string]int64{}}
-	sample := func(conns int) error {
+	read := func(conns int) (HoldPoint, error) {
 		p := HoldPoint{Connections: conns}
 		s, err := load.PIDProbe(o.serverPIDs).Sample(ctx)
 		if err != nil {
-			return err
+			return p, err
 		}
 		p.RSSBytes = s.RSS
 		if self, err := sysstat.ReadProc(os.Getpid()); err == nil {
 			p.LoadGenRSSBytes = self.RSS
 		}
 		if o.metrics != "" {
-			g, err := scrapeGauges(ctx, hc, o.metrics, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
+			g, err := scrapeGauges(ctx, hc, o.metrics, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines", "go_gc_duration_seconds_count")
 			if err != nil {
-				return err
+				return p, err
 			}
-			p.HeapInuseBytes, p.StackInuseBytes, p.Goroutines = uint64(g[0]), uint64(g[1]), uint64(g[2])
+			p.HeapInuseBytes, p.StackInuseBytes, p.Goroutines, p.GCCycles = uint64(g[0]), uint64(g[1]), uint64(g[2]), uint64(g[3])
+		}
+		return p, nil
+	}
+	show := func(what string, p HoldPoint) {
+		fmt.Fprintf(stdout, "%-6s %6d connections  server rss %7.1f MB  heap %7.1f MB  stack %6.1f MB  goroutines %6d  loadgen rss %6.1f MB\n",
+			what, p.Connections, float64(p.RSSBytes)/1e6, float64(p.HeapInuseBytes)/1e6, float64(p.StackInuseBytes)/1e6, p.Goroutines, float64(p.LoadGenRSSBytes)/1e6)
+	}
+	sample := func(conns int) error {
+		p, err := read(conns)
+		if err != nil {
+			return err
 		}
 		res.Points = append(res.Points, p)
-		fmt.Fprintf(stdout, "hold %6d connections  server rss %7.1f MB  heap %7.1f MB  stack %6.1f MB  goroutines %6d  loadgen rss %6.1f MB\n",
-			conns, float64(p.RSSBytes)/1e6, float64(p.HeapInuseBytes)/1e6, float64(p.StackInuseBytes)/1e6, p.Goroutines, float64(p.LoadGenRSSBytes)/1e6)
+		show("hold", p)
 		return nil
 	}
 	settle := func() {
@@ -288,6 +319,18 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 	}
 	res.Failed = failed.Load()
 	first, last := res.Points[0], res.Points[len(res.Points)-1]
+	if o.steady > 0 {
+		if err := holdSteady(ctx, o.steady, read, res); err != nil {
+			return err
+		}
+		show("steady", *res.Steady)
+		if n := res.Steady.Connections; n > 0 {
+			res.SteadyBytesPerConnection = (float64(res.Steady.RSSBytes) - float64(first.RSSBytes)) / float64(n)
+			if o.metrics != "" {
+				res.SteadyHeapBytesPerConnection = (float64(res.Steady.HeapInuseBytes+res.Steady.StackInuseBytes) - float64(first.HeapInuseBytes+first.StackInuseBytes)) / float64(n)
+			}
+		}
+	}
 	if last.Connections > 0 {
 		res.BytesPerConnection = (float64(last.RSSBytes) - float64(first.RSSBytes)) / float64(last.Connections)
 		if o.metrics != "" {
@@ -299,11 +342,50 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 	}
 	fmt.Fprintf(stdout, "hold: %.0f bytes of server RSS per idle connection (%.0f heap+stack), filled at %.0f/s, %d failed\n",
 		res.BytesPerConnection, res.HeapBytesPerConnection, res.ConnectRate, res.Failed)
+	if res.Steady != nil {
+		gcs := ""
+		if o.metrics != "" {
+			gcs = fmt.Sprintf(", %d collections while waiting", res.Steady.GCCycles-last.GCCycles)
+		}
+		fmt.Fprintf(stdout, "hold: steady after %v: %.0f bytes of server RSS per idle connection (%.0f heap+stack), peak rss %.1f MB%s\n",
+			o.steady, res.SteadyBytesPerConnection, res.SteadyHeapBytesPerConnection, float64(res.SteadyPeakRSSBytes)/1e6, gcs)
+	}
 	runtime.KeepAlive(devices)
 	if o.out != "" {
 		return writeJSON(o.out, res)
 	}
 	return nil
+}
+
+// holdSteadyEvery is how often RSS is read while waiting for the steady
+// state, for its peak.
+const holdSteadyEvery = 5 * time.Second
+
+// holdSteady keeps the connections open for d, reading the server's RSS
+// every few seconds for the peak, then records the steady point at the
+// last level's count of connections.
+func holdSteady(ctx context.Context, d time.Duration, read func(int) (HoldPoint, error), res *HoldFile) error {
+	conns := res.Points[len(res.Points)-1].Connections
+	end := time.Now().Add(d)
+	for {
+		wait := min(time.Until(end), holdSteadyEvery)
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		p, err := read(conns)
+		if err != nil {
+			return err
+		}
+		res.SteadyPeakRSSBytes = max(res.SteadyPeakRSSBytes, p.RSSBytes)
+		if !time.Now().Before(end) {
+			res.Steady = &p
+			return nil
+		}
+	}
 }
 
 // holdOne opens one device connection: TCP, TLS, CONNECT, CONNACK.
