@@ -48,8 +48,11 @@ type idleJob struct {
 // SUBSCRIBE to the response filter, then stay idle. B/conn is the growth
 // of HeapInuse + StackInuse after garbage collection (steady state: stacks
 // grown by the TLS handshake shrink over a few collections), divided by
-// N; heap-B/conn and stack-B/conn split it. DPSBROKER_IDLE_HEAPPROFILE
-// names a file for a heap profile taken with the connections held.
+// N; heap-B/conn and stack-B/conn split it. idle-alloc-B/s/conn is what
+// the idle broker allocates per connection and second while they are held
+// (mochi's once-a-second housekeeping): the garbage that makes RSS settle
+// above the live figure (PROFILING.md). DPSBROKER_IDLE_HEAPPROFILE names a
+// file for a heap profile taken with the connections held.
 //
 //	go test -run '^$' -bench BenchmarkIdleConnectionMemory -benchtime 1x ./broker/
 func BenchmarkIdleConnectionMemory(b *testing.B) {
@@ -81,7 +84,7 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var perConn, heapPer, stackPer, gorPer float64
+	var perConn, heapPer, stackPer, gorPer, allocPer float64
 	b.ResetTimer()
 	for range b.N {
 		heap0, stack0, g0 := brokerMemory()
@@ -122,6 +125,7 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 			b.Logf("only %d clients connected", got)
 		}
 		heap1, stack1, g1 := brokerMemory()
+		allocPer += idleAllocRate() / float64(n)
 		if f := os.Getenv("DPSBROKER_IDLE_HEAPPROFILE"); f != "" {
 			writeHeapProfile(b, f)
 		}
@@ -142,6 +146,22 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 	b.ReportMetric(heapPer/float64(b.N), "heap-B/conn")
 	b.ReportMetric(stackPer/float64(b.N), "stack-B/conn")
 	b.ReportMetric(gorPer/float64(b.N), "goroutines/conn")
+	b.ReportMetric(allocPer/float64(b.N), "idle-alloc-B/s/conn")
+}
+
+// idleAllocWindow is how long idle allocation is counted: several of
+// mochi's one-second housekeeping rounds.
+const idleAllocWindow = 5 * time.Second
+
+// idleAllocRate returns the bytes allocated per second by this process
+// (the broker; the clients are in the helper process) over
+// idleAllocWindow.
+func idleAllocRate() float64 {
+	var a, z runtime.MemStats
+	runtime.ReadMemStats(&a)
+	time.Sleep(idleAllocWindow)
+	runtime.ReadMemStats(&z)
+	return float64(z.TotalAlloc-a.TotalAlloc) / idleAllocWindow.Seconds()
 }
 
 // writeHeapProfile writes the in-use heap with the connections held, to
