@@ -362,6 +362,8 @@ func (b *bench) writeReport() error {
 		p("Per connection = (RSS at the last step − RSS with none) / connections. Filling rate: dpsbroker %.0f/s, baseline %.0f/s; failed connections: %d and %d.",
 			r.memBroker.ConnectRate, r.memBaseline.ConnectRate, r.memBroker.Failed, r.memBaseline.Failed)
 		p("")
+		p("This is memory right after the connections arrived. Held idle for minutes, a broker's RSS rises further between garbage collections: mochi's once-a-second housekeeping allocates ~0.25 KB per connection per second, and the runtime keeps the pages until it collects (`dpsload hold --steady 4m`: ~72 KB per connection without a memory limit, ~57 KB with `GOMEMLIMIT` set above the live heap). Where the bytes go, and why the stacks stay at 20–24 KB per connection: [PROFILING.md](PROFILING.md#memory-of-an-idle-connection).")
+		p("")
 	}
 
 	// 4. Fleet size.
