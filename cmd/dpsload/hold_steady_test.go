@@ -3,14 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dpsbroker/dpsbroker/broker/brokertest"
 )
@@ -21,26 +16,7 @@ import (
 // reading with no connection.
 func TestHoldSteady(t *testing.T) {
 	b := brokertest.New(t)
-	caFile := writeTemp(t, "server-ca.pem", b.ServerCA.CertPEM())
-	out := filepath.Join(t.TempDir(), "hold.json")
-	var stdout, stderr bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	code := run(ctx, []string{"hold", "--broker", b.MQTTAddr(), "--ca-file", caFile, "--id-scope", b.IDScope(),
-		"--admin", b.AdminURL(), "--token", b.AdminToken(), "--levels", "4", "--settle", "10ms", "--steady", "200ms", "-c", "2",
-		"--metrics", b.HTTPURL() + "/metrics", "--server-pid", strconv.Itoa(os.Getpid()), "--out", out}, &stdout, &stderr, func(string) (string, bool) { return "", false })
-	t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-	if code != exitOK {
-		t.Fatalf("exit %d", code)
-	}
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h HoldFile
-	if err := json.Unmarshal(data, &h); err != nil {
-		t.Fatal(err)
-	}
+	h, stdout := holdRun(t, b, "--levels", "4", "--steady", "200ms", "--metrics", b.HTTPURL()+"/metrics")
 	s := h.Steady
 	switch {
 	case s == nil:
@@ -54,7 +30,7 @@ func TestHoldSteady(t *testing.T) {
 	case h.SteadyBytesPerConnection == 0 || h.SteadyHeapBytesPerConnection == 0:
 		t.Errorf("no steady per-connection figures: %+v", h)
 	}
-	if !strings.Contains(stdout.String(), "hold: steady after 200ms") {
+	if !strings.Contains(stdout, "hold: steady after 200ms") {
 		t.Error("no steady summary line")
 	}
 }

@@ -337,15 +337,30 @@ func TestIndividualDevices(t *testing.T) {
 // TestHold: idle connections are opened in steps and the server's memory
 // is read at each; the in-process broker is this test's own process.
 func TestHold(t *testing.T) {
-	b := brokertest.New(t)
+	h, _ := holdRun(t, brokertest.New(t), "--levels", "3,6")
+	if len(h.Points) != 3 || h.Points[0].Connections != 0 || h.Points[2].Connections != 6 || h.Failed != 0 {
+		t.Errorf("points %+v, failed %d %v", h.Points, h.Failed, h.FailedBy)
+	}
+	for _, p := range h.Points {
+		if p.RSSBytes == 0 {
+			t.Errorf("no RSS at %d connections", p.Connections)
+		}
+	}
+}
+
+// holdRun runs `dpsload hold` with args against b, whose process is this
+// test's own, and returns its JSON result and what it printed.
+func holdRun(t *testing.T, b *brokertest.Broker, args ...string) (HoldFile, string) {
+	t.Helper()
 	caFile := writeTemp(t, "server-ca.pem", b.ServerCA.CertPEM())
 	out := filepath.Join(t.TempDir(), "hold.json")
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	code := run(ctx, []string{"hold", "--broker", b.MQTTAddr(), "--ca-file", caFile, "--id-scope", b.IDScope(),
-		"--admin", b.AdminURL(), "--token", b.AdminToken(), "--levels", "3,6", "--settle", "10ms", "-c", "2",
-		"--server-pid", strconv.Itoa(os.Getpid()), "--out", out}, &stdout, &stderr, func(string) (string, bool) { return "", false })
+	all := append([]string{"hold", "--broker", b.MQTTAddr(), "--ca-file", caFile, "--id-scope", b.IDScope(),
+		"--admin", b.AdminURL(), "--token", b.AdminToken(), "--settle", "10ms", "-c", "2",
+		"--server-pid", strconv.Itoa(os.Getpid()), "--out", out}, args...)
+	code := run(ctx, all, &stdout, &stderr, func(string) (string, bool) { return "", false })
 	t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
@@ -358,14 +373,7 @@ func TestHold(t *testing.T) {
 	if err := json.Unmarshal(data, &h); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.Points) != 3 || h.Points[0].Connections != 0 || h.Points[2].Connections != 6 || h.Failed != 0 {
-		t.Errorf("points %+v, failed %d %v", h.Points, h.Failed, h.FailedBy)
-	}
-	for _, p := range h.Points {
-		if p.RSSBytes == 0 {
-			t.Errorf("no RSS at %d connections", p.Connections)
-		}
-	}
+	return h, stdout.String()
 }
 
 func TestHoldUsage(t *testing.T) {
