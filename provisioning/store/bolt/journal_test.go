@@ -38,6 +38,16 @@ func crash(t *testing.T, s *Store) {
 	}
 }
 
+// openToCrash opens a store that the test ends itself (crash).
+func openToCrash(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // journalCommit is a registration commit of id under group with a fresh
 // time-ordered operation ID.
 func journalCommit(t *testing.T, id, group, hub string) *provisioning.RegistrationCommit {
@@ -141,10 +151,7 @@ func wantState(t *testing.T, s *Store, cs []committed) {
 // numbering continues above them.
 func TestJournalRecovery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dps.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openToCrash(t, path)
 	var commits []*provisioning.RegistrationCommit
 	for i := range 20 {
 		commits = append(commits, journalCommit(t, fmt.Sprintf("dev-%02d", i), "group-a", "hub-1"))
@@ -187,10 +194,7 @@ func TestJournalRecovery(t *testing.T) {
 // recovered.
 func TestJournalTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dps.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openToCrash(t, path)
 	cs := commitAll(t, s, []*provisioning.RegistrationCommit{
 		journalCommit(t, "kept-1", "g", "hub"), journalCommit(t, "kept-2", "g", "hub"), journalCommit(t, "torn", "g", "hub"),
 	})
@@ -221,10 +225,7 @@ func TestJournalTornTail(t *testing.T) {
 func TestJournalStaleRecordsNotReplayed(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "dps.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openToCrash(t, path)
 	commitAll(t, s, []*provisioning.RegistrationCommit{journalCommit(t, "dev-1", "g", "hub-old")})
 	// A write that is not a registration commit applies the journal
 	// first, then writes bbolt directly.
@@ -250,10 +251,7 @@ func TestJournalStaleRecordsNotReplayed(t *testing.T) {
 // cycle recovers that cycle only, and what earlier cycles applied stays.
 func TestJournalCycles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dps.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openToCrash(t, path)
 	var commits []*provisioning.RegistrationCommit
 	n := 2*applyEntries + 10
 	for i := range n {
