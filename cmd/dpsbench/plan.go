@@ -397,7 +397,7 @@ func (b *bench) fleetRuns(ctx context.Context) error {
 		}
 		pairs = append(pairs, pair{"redis", rs, rl})
 	}
-	win := c.window.String()
+	win := c.fleetWindow.String()
 	for _, p := range pairs {
 		for _, kind := range []string{"group", "individual"} {
 			for r := 1; r <= c.fleetRounds; r++ {

@@ -369,7 +369,7 @@ func (b *bench) writeReport() error {
 	// 4. Fleet size.
 	p("## 4. Cost against fleet size")
 	p("")
-	p("Two brokers of each store kind, one with %s and one with %s extra individual enrollments, measured alternately (ABBA), closed loop c=16, %s windows, fast path.", count(b.cfg.smallFleet), count(b.cfg.fleet), b.cfg.window)
+	p("Two brokers of each store kind, one with %s and one with %s extra individual enrollments, measured alternately (ABBA), closed loop c=16, %s windows, fast path.", count(b.cfg.smallFleet), count(b.cfg.fleet), b.cfg.fleetWindow)
 	p("*Group* devices have no individual enrollment, so every CONNECT makes a negative individual lookup among the fleet before the group decides; *individual* devices are each enrolled individually (their own leaf, created through the admin bulk API before the run), a positive lookup and a thumbprint compare.")
 	p("")
 	p("**What the fleet entries are:** real, distinct X.509 leaf certificates (own serial, CN = registration ID `fleet-NNNNNNN`, a valid ECDSA P-256 signature from one throwaway CA), stored as enabled individual enrollments. To make a million of them in seconds they share one public key and are made by patching a signed template's serial and CN and signing again (see cmd/dpsbench/seed.go). They are written straight into the embedded store file before its broker starts, and into Redis through the store package (databases 1 and 2), not through the admin API: at 10 enrollments per request a million would take far longer than the benchmark's budget. No fake device ever connects.")

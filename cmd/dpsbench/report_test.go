@@ -50,7 +50,7 @@ func TestWriteReport(t *testing.T) {
 	if d := os.Getenv("DPSBENCH_REPORT_DIR"); d != "" {
 		dir = d // to look at the rendering
 	}
-	b := &bench{cfg: config{out: filepath.Join(dir, "BENCHMARKS.md"), plots: filepath.Join(dir, "plots"), window: 5 * time.Second, latWindow: 8 * time.Second, rounds: 1, smallFleet: 1000, fleet: 1_000_000}}
+	b := &bench{cfg: config{out: filepath.Join(dir, "BENCHMARKS.md"), plots: filepath.Join(dir, "plots"), window: 5 * time.Second, fleetWindow: 10 * time.Second, latWindow: 8 * time.Second, rounds: 1, smallFleet: 1000, fleet: 1_000_000}}
 	cmp := func(rate float64) *loadFile {
 		return &loadFile{Runs: []loadRun{fakeRun("baseline", 1, 1000, 900, false), fakeRun("target", 1, rate, 1000, false)}}
 	}
