@@ -4,7 +4,7 @@ QUICK_OUT ?= $(or $(TMPDIR),/tmp)/dpsbench-quick
 
 .PHONY: bench bench-quick
 
-# The full plan (<= 25 minutes on 2 cores): regenerates BENCHMARKS.md and
+# The full plan (<= 35 minutes on 2 cores; about 28): regenerates BENCHMARKS.md and
 # its plots in testdata/bench/.
 bench:
 	go run ./cmd/dpsbench -out BENCHMARKS.md -plots testdata/bench
