@@ -97,7 +97,7 @@ func (s *Store) commitJournaled(ctx context.Context, c *provisioning.Registratio
 			return nil, "", false, err
 		}
 		if errors.Is(err, errClosed) {
-			err = fmt.Errorf("%w: %w", provisioning.ErrStoreUnavailable, err)
+			err = unavailable(err)
 		}
 		return nil, "", false, err
 	}

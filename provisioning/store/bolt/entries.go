@@ -19,6 +19,13 @@ type stamps struct {
 	created, updated **time.Time
 }
 
+// set stamps an entry written now with the etag of seq, keeping created
+// (now for a new entry).
+func (st stamps) set(seq uint64, created, now time.Time) {
+	*st.etag = etagFor(seq)
+	*st.created, *st.updated = &created, &now
+}
+
 // kind describes one entry type to the generic put/get/delete below.
 type kind[T any] struct {
 	name   string // for error messages
@@ -151,10 +158,7 @@ func (k *kind[T]) putTx(s *Store, tx *bolt.Tx, id string, key []byte, cur *T, if
 			created = *c
 		}
 	}
-	st := k.stamps(cur)
-	*st.etag = etagFor(seq)
-	*st.created = &created
-	*st.updated = &now
+	k.stamps(cur).set(seq, created, now)
 	data, err := json.Marshal(cur)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k.name, err)

@@ -75,9 +75,9 @@ type journalEntry struct {
 	eventSeq uint64
 	event    []byte // the encoded provisioning.Event
 
-	// Not in the file: the stamps a later commit of the same registration
-	// needs, kept so that it does not decode record.
-	etag    string
+	// Not in the file: the creation time a later commit of the same
+	// registration keeps, so that it does not decode record (its etag is
+	// etagFor(seq)).
 	created int64 // Unix nanoseconds
 }
 

@@ -3,7 +3,6 @@ package bolt
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -106,7 +105,7 @@ func (w *journalWriter) loadSeqs() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w: bolt: %w", provisioning.ErrStoreUnavailable, err)
+		return unavailable(err)
 	}
 	w.seqKnown = true
 	return nil
@@ -128,7 +127,7 @@ func (w *journalWriter) previous(key []byte, staged map[string]*journalEntry) (s
 	}
 	if e != nil {
 		created := time.Unix(0, e.created).UTC()
-		return storedStamps{ETag: e.etag, Created: &created, Group: e.newGroup}, true, nil
+		return storedStamps{ETag: etagFor(e.seq), Created: &created, Group: e.newGroup}, true, nil
 	}
 	err = w.db.View(func(tx *bolt.Tx) error {
 		raw := tx.Bucket(bucketRegistrations).Get(key)
@@ -187,9 +186,7 @@ func (w *journalWriter) commit(calls []*batchCall) {
 			err = w.j.append(entries[:n])
 		}
 		if err != nil {
-			if !errors.Is(err, provisioning.ErrStoreUnavailable) {
-				err = fmt.Errorf("%w: %w", provisioning.ErrStoreUnavailable, err)
-			}
+			err = unavailable(err)
 			w.log.Error("bolt store: registration journal failed", "err", err)
 			w.abandoned = max(w.abandoned, entries[len(entries)-1].seq)
 			for _, c := range journaled {
@@ -250,8 +247,7 @@ func (w *journalWriter) entryFor(rc *regCall, now time.Time, staged map[string]*
 		created = *prev.Created
 	}
 	rec := *c.Record
-	rec.ETag = etagFor(w.seq + 1)
-	rec.CreatedDateTimeUTC, rec.LastUpdatedDateTimeUTC = &created, &now
+	registrations.stamps(&rec).set(w.seq+1, created, now)
 	data, err := json.Marshal(&rec)
 	if err != nil {
 		return nil, fmt.Errorf("encode registration: %w", err)
@@ -270,7 +266,7 @@ func (w *journalWriter) entryFor(rc *regCall, now time.Time, staged map[string]*
 		seq: w.seq + 1, key: rc.key, record: data, oldGroup: prev.Group, newGroup: rec.EnrollmentGroupID,
 		opID: []byte(c.Operation.OperationID), op: op, expires: c.Operation.Expires.UnixNano(),
 		eventSeq: w.eventSeq + 1, event: evData,
-		etag: rec.ETag, created: created.UnixNano(),
+		created: created.UnixNano(),
 	}
 	if e.encodedSize() > maxJournalRecord {
 		rc.tooLarge = true
@@ -293,7 +289,7 @@ func (w *journalWriter) apply() error {
 		return w.applyTx(tx, w.pending)
 	})
 	if err != nil {
-		return fmt.Errorf("%w: bolt: applying the registration journal: %w", provisioning.ErrStoreUnavailable, err)
+		return unavailable(fmt.Errorf("applying the registration journal: %w", err))
 	}
 	w.ov.mu.Lock()
 	for _, e := range w.pending {
@@ -334,18 +330,8 @@ func (w *journalWriter) applyTx(tx *bolt.Tx, entries []*journalEntry) error {
 		if err := regs.Put(e.key, e.record); err != nil {
 			return err
 		}
-		oldG, newG := provisioning.RegistrationKey(e.oldGroup), provisioning.RegistrationKey(e.newGroup)
-		if oldG != newG {
-			if oldG != "" {
-				if err := idx.Delete(append(lenPrefix(oldG), e.key...)); err != nil {
-					return err
-				}
-			}
-			if newG != "" {
-				if err := idx.Put(append(lenPrefix(newG), e.key...), nil); err != nil {
-					return err
-				}
-			}
+		if err := moveGroupIndex(idx, e.key, e.oldGroup, e.newGroup); err != nil {
+			return err
 		}
 		if err := putOperationTx(tx, string(e.opID), time.Unix(0, e.expires), e.op); err != nil {
 			return err

@@ -186,16 +186,32 @@ func lenPrefix(s string) []byte {
 }
 
 func indexRegistration(tx *bolt.Tx, key []byte, old, cur *provisioning.RegistrationState) error {
-	idx := tx.Bucket(bucketRegByGroup)
-	if old != nil && old.EnrollmentGroupID != "" {
-		if err := idx.Delete(append(lenPrefix(provisioning.RegistrationKey(old.EnrollmentGroupID)), key...)); err != nil {
+	var oldGroup, newGroup string
+	if old != nil {
+		oldGroup = old.EnrollmentGroupID
+	}
+	if cur != nil {
+		newGroup = cur.EnrollmentGroupID
+	}
+	return moveGroupIndex(tx.Bucket(bucketRegByGroup), key, oldGroup, newGroup)
+}
+
+// moveGroupIndex files registration key under newGroup instead of
+// oldGroup in the group -> registration index ("" for none). Nothing is
+// written when the group stays the same: a returning device's entry is
+// already there.
+func moveGroupIndex(idx *bolt.Bucket, key []byte, oldGroup, newGroup string) error {
+	oldG, newG := provisioning.RegistrationKey(oldGroup), provisioning.RegistrationKey(newGroup)
+	if oldG == newG {
+		return nil
+	}
+	if oldG != "" {
+		if err := idx.Delete(append(lenPrefix(oldG), key...)); err != nil {
 			return err
 		}
 	}
-	if cur != nil && cur.EnrollmentGroupID != "" {
-		if err := idx.Put(append(lenPrefix(provisioning.RegistrationKey(cur.EnrollmentGroupID)), key...), nil); err != nil {
-			return err
-		}
+	if newG != "" {
+		return idx.Put(append(lenPrefix(newG), key...), nil)
 	}
 	return nil
 }

@@ -260,8 +260,8 @@ func (s *Store) flushJournal(ctx context.Context) error {
 		return ctx.Err()
 	}
 	handed, err := s.writer.call(ctx, &batchCall{flush: true})
-	if err != nil && (handed || err != ctx.Err()) && !errors.Is(err, provisioning.ErrStoreUnavailable) {
-		err = s.classify(err, nil)
+	if err != nil && (handed || err != ctx.Err()) {
+		err = unavailable(err)
 	}
 	return err
 }
@@ -313,6 +313,15 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 
 func (s *Store) classify(err, fnErr error) error {
 	if err == nil || (fnErr != nil && err == fnErr) {
+		return err
+	}
+	return unavailable(err)
+}
+
+// unavailable marks a failure of the store itself (bbolt, the journal, a
+// closed store) as provisioning.ErrStoreUnavailable, once.
+func unavailable(err error) error {
+	if errors.Is(err, provisioning.ErrStoreUnavailable) {
 		return err
 	}
 	return fmt.Errorf("%w: bolt: %w", provisioning.ErrStoreUnavailable, err)
