@@ -324,19 +324,9 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 			return err
 		}
 		show("steady", *res.Steady)
-		if n := res.Steady.Connections; n > 0 {
-			res.SteadyBytesPerConnection = (float64(res.Steady.RSSBytes) - float64(first.RSSBytes)) / float64(n)
-			if o.metrics != "" {
-				res.SteadyHeapBytesPerConnection = (float64(res.Steady.HeapInuseBytes+res.Steady.StackInuseBytes) - float64(first.HeapInuseBytes+first.StackInuseBytes)) / float64(n)
-			}
-		}
+		res.SteadyBytesPerConnection, res.SteadyHeapBytesPerConnection = perConnection(first, *res.Steady, o.metrics != "")
 	}
-	if last.Connections > 0 {
-		res.BytesPerConnection = (float64(last.RSSBytes) - float64(first.RSSBytes)) / float64(last.Connections)
-		if o.metrics != "" {
-			res.HeapBytesPerConnection = (float64(last.HeapInuseBytes+last.StackInuseBytes) - float64(first.HeapInuseBytes+first.StackInuseBytes)) / float64(last.Connections)
-		}
-	}
+	res.BytesPerConnection, res.HeapBytesPerConnection = perConnection(first, last, o.metrics != "")
 	if fillTime > 0 {
 		res.ConnectRate = float64(last.Connections) / fillTime.Seconds()
 	}
@@ -475,4 +465,19 @@ func scrapeGauges(ctx context.Context, hc *http.Client, url string, names ...str
 		return nil, fmt.Errorf("%s: missing some of %v", url, names)
 	}
 	return out, nil
+}
+
+// perConnection is the growth from none to p, per connection of p: of
+// the server's RSS, and of its Go heap + stack when withGo (--metrics
+// gave them). Both are 0 when p has no connection.
+func perConnection(none, p HoldPoint, withGo bool) (rss, heapStack float64) {
+	n := float64(p.Connections)
+	if n == 0 {
+		return 0, 0
+	}
+	rss = (float64(p.RSSBytes) - float64(none.RSSBytes)) / n
+	if withGo {
+		heapStack = (float64(p.HeapInuseBytes+p.StackInuseBytes) - float64(none.HeapInuseBytes+none.StackInuseBytes)) / n
+	}
+	return rss, heapStack
 }
