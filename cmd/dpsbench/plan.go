@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/dpsbroker/dpsbroker/cmd/internal/stats"
 )
 
 // The shapes of dpsload's JSON result files that the report reads.
@@ -442,17 +443,5 @@ func medianRate(runs []loadRun, label string) float64 {
 			v = append(v, r.Rate)
 		}
 	}
-	return median(v)
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return stats.Median(v)
 }

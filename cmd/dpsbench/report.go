@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpsbroker/dpsbroker/cmd/internal/stats"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -109,7 +111,7 @@ func statOf(v []float64) stat {
 	}
 	s := slices.Clone(v)
 	sort.Float64s(s)
-	return stat{s[0], median(s), s[len(s)-1]}
+	return stat{s[0], stats.Median(s), s[len(s)-1]}
 }
 
 func (s stat) rate() string {
@@ -305,8 +307,8 @@ func (b *bench) writeReport() error {
 		rs, rn := best(c.rateClean, c.rateAll)
 		cs, _ := best(c.cpuClean, c.cpuAll)
 		p("| %s | %d | %s | %s | %s [%s] | %.0f | %.0f | %s | %.1f / %.1f | %.1f | %d of %d | %d |", c.store, c.conc,
-			statOf(c.baseRate).rate(), statOf(c.tgtRate).rate(), rs.ratio(), rn, median(c.baseCPU), median(c.tgtCPU), cs.ratio(),
-			median(c.tgtP50), median(c.tgtP99), median(c.baseP99), c.noisy, c.runs, c.errs)
+			statOf(c.baseRate).rate(), statOf(c.tgtRate).rate(), rs.ratio(), rn, stats.Median(c.baseCPU), stats.Median(c.tgtCPU), cs.ratio(),
+			stats.Median(c.tgtP50), stats.Median(c.tgtP99), stats.Median(c.baseP99), c.noisy, c.runs, c.errs)
 	}
 	p("")
 	p("Server CPU is the broker's (plus redis-server's for the Redis store) from /proc over the measured window, divided by completed provisionings; the baseline's is its own process's. The baseline is plain mochi-mqtt with the same server certificate, client certificates required and verified against the device root, answering one request per connection (`dpsload serve-baseline`).")
@@ -395,7 +397,7 @@ func (b *bench) writeReport() error {
 					noisy++
 				}
 			}
-			p("| %s | %s | %s | %s | %.0f | %.1f | %.0f | %d |", fc.store, fc.kind, count(side.size), strings.Join(per, ", "), statOf(side.rates).med, median(p99), median(cpu), noisy)
+			p("| %s | %s | %s | %s | %.0f | %.1f | %.0f | %d |", fc.store, fc.kind, count(side.size), strings.Join(per, ", "), statOf(side.rates).med, stats.Median(p99), stats.Median(cpu), noisy)
 		}
 		p("| %s | %s | **%s / %s** | paired ratio %s [%s] | | | | |", fc.store, fc.kind, count(fc.large), count(fc.small), fc.ratio.ratio(), fc.note)
 	}
@@ -489,9 +491,9 @@ func latencyStats(runs []latencyRun, kind string) latStats {
 			e, f = append(e, run.Latency.P50Ms), append(f, run.Latency.P99Ms)
 		}
 	}
-	s.rate, s.cpu = median(rate), median(cpu)
-	s.p50FromConnect, s.p90FromConnect, s.p99FromConnect, s.p999FromConnect = median(a), median(b), median(c), median(d)
-	s.p50Full, s.p99Full = median(e), median(f)
+	s.rate, s.cpu = stats.Median(rate), stats.Median(cpu)
+	s.p50FromConnect, s.p90FromConnect, s.p99FromConnect, s.p999FromConnect = stats.Median(a), stats.Median(b), stats.Median(c), stats.Median(d)
+	s.p50Full, s.p99Full = stats.Median(e), stats.Median(f)
 	return s
 }
 

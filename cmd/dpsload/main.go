@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dpsbroker/dpsbroker/cmd/internal/stats"
+
 	"github.com/dpsbroker/dpsbroker/clients/service"
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/fleet"
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/load"
@@ -514,26 +516,14 @@ func summarize(runs []*load.Result) map[string]Stats {
 			}
 		}
 		sort.Float64s(rates)
-		s.Rate = [3]float64{rates[0], median(rates), rates[len(rates)-1]}
-		s.P50Ms, s.P99Ms, s.LoadGenCPUUs = median(p50), median(p99), median(lg)
+		s.Rate = [3]float64{rates[0], stats.Median(rates), rates[len(rates)-1]}
+		s.P50Ms, s.P99Ms, s.LoadGenCPUUs = stats.Median(p50), stats.Median(p99), stats.Median(lg)
 		if len(srv) > 0 {
-			s.ServerCPUUs = median(srv)
+			s.ServerCPUUs = stats.Median(srv)
 		}
 		out[label] = s
 	}
 	return out
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // Comparison is target over baseline: the ratio of each side's median
@@ -601,8 +591,8 @@ func compare(s map[string]Stats, runs []*load.Result) *Comparison {
 			}
 		}
 	}
-	c.PairedRateMedian, c.PairedCPUMedian = median(c.PairedRate), median(c.PairedServerCPU)
-	c.CleanRateMedian, c.CleanServerCPUMedian = median(cleanRate), median(cleanCPU)
+	c.PairedRateMedian, c.PairedCPUMedian = stats.Median(c.PairedRate), stats.Median(c.PairedServerCPU)
+	c.CleanRateMedian, c.CleanServerCPUMedian = stats.Median(cleanRate), stats.Median(cleanCPU)
 	return c
 }
 
