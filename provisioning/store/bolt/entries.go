@@ -85,12 +85,18 @@ func (k *kind[T]) get(s *Store, ctx context.Context, id string) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
+	return k.getKey(s, ctx, id, key)
+}
+
+// getKey is get with id's store key already made.
+func (k *kind[T]) getKey(s *Store, ctx context.Context, id string, key []byte) (*T, error) {
 	var v *T
-	err = s.view(ctx, func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		raw := tx.Bucket(k.bucket).Get(key)
 		if raw == nil {
 			return fmt.Errorf("%s %q: %w", k.name, id, provisioning.ErrNotFound)
 		}
+		var err error
 		v, err = decode[T](raw)
 		return err
 	})

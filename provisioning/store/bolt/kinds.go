@@ -148,7 +148,7 @@ func (s *Store) GetRegistration(ctx context.Context, registrationID string) (*pr
 	if raw := s.overlay.registration(key); raw != nil && ctx.Err() == nil {
 		return decode[provisioning.RegistrationState](raw)
 	}
-	return registrations.get(s, ctx, registrationID)
+	return registrations.getKey(s, ctx, registrationID, key)
 }
 
 // PutRegistration implements provisioning.RegistrationStore.
