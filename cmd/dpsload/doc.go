@@ -71,6 +71,15 @@
 // that the baseline does not: that difference is part of what provisioning
 // costs.
 //
+// # Several generators at once
+//
+// --ready-file and --start-file form a start gate: the process prepares
+// (mints, enrolls, waits for an idle machine), creates the ready file and
+// begins its run only once the start file exists. A driver that starts two
+// dpsloads against two brokers and creates the start file when both are
+// ready measures both brokers in the same window, which cancels the
+// host's drift exactly instead of on average (dpsbench's fleet-size part).
+//
 // # Examples
 //
 // Embedded store: a development broker (its first run writes the dev PKI

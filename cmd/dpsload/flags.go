@@ -99,6 +99,7 @@ type options struct {
 
 	metrics    listFlag
 	serverPIDs intList
+	peerPIDs   intList
 
 	baseline       bool
 	baselineBroker string
@@ -109,6 +110,9 @@ type options struct {
 	compare        bool
 	rounds         int
 	idleWait       time.Duration
+	readyFile      string
+	startFile      string
+	startTimeout   time.Duration
 
 	out         string
 	quiet       bool
@@ -135,6 +139,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 
 	fs.Var(&o.metrics, "metrics", "Prometheus `URL` of a target broker (/metrics), sampled for server CPU and RSS (repeatable, summed)")
 	fs.Var(&o.serverPIDs, "server-pid", "`pid` of a server-side process (broker, redis-server) whose CPU and RSS count (repeatable, summed)")
+	fs.Var(&o.peerPIDs, "peer-pid", "`pid` of a process loaded on purpose in the same window (another broker under test): its CPU is not counted as the host's noise (repeatable)")
 
 	fs.BoolVar(&o.baseline, "baseline", false, "run against the baseline (plain mochi, same TLS, no provisioning) instead of the target")
 	fs.StringVar(&o.baselineBroker, "baseline-broker", "", "use a running baseline at `host:port` (dpsload serve-baseline) instead of starting one")
@@ -145,6 +150,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.compare, "compare", false, "alternate baseline and target runs for --rounds rounds and report the ratio of medians")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of --compare")
 	fs.DurationVar(&o.idleWait, "idle-wait", 0, "before each run, wait up to this long for the machine to be under 8 % busy")
+	fs.StringVar(&o.readyFile, "ready-file", "", "start gate: create this `file` once prepared (after --idle-wait), before the run")
+	fs.StringVar(&o.startFile, "start-file", "", "start gate: begin the run only once this `file` exists (a driver starting several dpsloads at once)")
+	fs.DurationVar(&o.startTimeout, "start-timeout", 2*time.Minute, "give up when --start-file has not appeared after this long")
 
 	fs.StringVar(&o.out, "out", "", "write the JSON result to `file`")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines")
@@ -190,6 +198,12 @@ func (o *options) validate() error {
 	}
 	if o.baseline && o.compare {
 		errs = append(errs, errors.New("--baseline and --compare exclude each other"))
+	}
+	if (o.readyFile != "" || o.startFile != "") && o.compare {
+		errs = append(errs, errors.New("--ready-file/--start-file gate a single run: not with --compare"))
+	}
+	if o.startFile != "" && o.startTimeout <= 0 {
+		errs = append(errs, errors.New("--start-timeout must be positive"))
 	}
 	if o.compare && o.rounds < 1 {
 		errs = append(errs, errors.New("--rounds must be at least 1"))

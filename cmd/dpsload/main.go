@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -287,8 +288,17 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 	}
 
 	var runErr error
-	for _, cfg := range plan {
+	for i, cfg := range plan {
 		waitIdle(ctx, o.idleWait, stderr)
+		if i == 0 {
+			gated, err := (gate{ready: o.readyFile, start: o.startFile, timeout: o.startTimeout}).wait(ctx)
+			if err != nil {
+				return err
+			}
+			if peers := append(slices.Clone([]int(o.peerPIDs)), gated...); len(peers) > 0 {
+				cfg.Peers = load.PIDProbe(peers)
+			}
+		}
 		res, err := load.Run(ctx, *cfg)
 		if res != nil {
 			file.Runs = append(file.Runs, res)

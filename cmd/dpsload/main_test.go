@@ -206,6 +206,9 @@ func TestValidate(t *testing.T) {
 		{"baseline alone needs nothing", func(o *options) { o.baseline, o.admin, o.caFile = true, "", "" }, ""},
 		{"baseline and compare", func(o *options) { o.baseline, o.compare = true, true }, "exclude"},
 		{"zero concurrency", func(o *options) { o.concurrency = 0 }, "-c"},
+		{"gate with compare", func(o *options) { o.compare, o.startFile, o.startTimeout = true, "s", time.Second }, "not with --compare"},
+		{"gate without timeout", func(o *options) { o.startFile = "s" }, "--start-timeout"},
+		{"gate", func(o *options) { o.readyFile, o.startFile, o.startTimeout = "r", "s", time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,6 +64,10 @@ type Config struct {
 	Resume bool
 	// Server samples the server side's CPU and memory (nil: not measured).
 	Server Probe
+	// Peers samples processes loaded on purpose in the same window (another
+	// load generator and its server), whose CPU is then neither the
+	// server's nor counted as the host's noise (nil: none).
+	Peers Probe
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
 }
@@ -166,7 +170,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case <-allDone:
 	case <-ctx.Done():
 	}
-	begin := takeSnapshot(ctx, cfg.Server)
+	begin := takeSnapshot(ctx, cfg.Server, cfg.Peers)
 	var endTimer <-chan time.Time
 	if !deadline.IsZero() {
 		endTimer = time.After(time.Until(deadline))
@@ -176,14 +180,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case <-allDone:
 	case <-ctx.Done():
 	}
-	end := takeSnapshot(ctx, cfg.Server)
+	end := takeSnapshot(ctx, cfg.Server, cfg.Peers)
 	stopNow()
 	cancelOps()
 	wg.Wait()
 	<-allDone
 	<-progressDone
 
-	r.stats.fill(res, begin, end, cfg.Server)
+	r.stats.fill(res, begin, end, cfg.Server, cfg.Peers)
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}

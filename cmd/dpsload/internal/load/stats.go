@@ -79,13 +79,20 @@ type snapshot struct {
 	selfErr   error
 	machine   sysstat.MachineSample
 	machErr   error
+	peers     sysstat.ProcSample
+	peersErr  error
 }
 
-func takeSnapshot(ctx context.Context, p Probe) snapshot {
+func takeSnapshot(ctx context.Context, p, peers Probe) snapshot {
 	s := snapshot{}
 	if p != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		s.server, s.serverErr = p.Sample(sctx)
+		cancel()
+	}
+	if peers != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		s.peers, s.peersErr = peers.Sample(sctx)
 		cancel()
 	}
 	s.self, s.selfErr = sysstat.SelfCPU()
@@ -248,8 +255,12 @@ type CPU struct {
 // MachineCPU is the whole machine in the window.
 type MachineCPU struct {
 	BusyCores float64 `json:"busyCores"`
+	// PeerCores is the CPU of the peer processes (Config.Peers): load
+	// measured on purpose in the same window, so not counted as other.
+	PeerCores float64 `json:"peerCores,omitempty"`
 	// OtherCores is busy CPU that was neither the server's (as far as the
-	// probe sees it) nor the load generator's: other tenants, interrupts.
+	// probe sees it), the load generator's nor the peers': other tenants,
+	// interrupts.
 	OtherCores float64 `json:"otherCores"`
 	// Noisy is set when OtherCores exceeds NoisyOtherCores: compare such a
 	// run with care, or repeat it.
@@ -294,7 +305,7 @@ type Result struct {
 	Machine       MachineCPU       `json:"machine"`
 }
 
-func (s *stats) fill(res *Result, begin, end snapshot, probe Probe) {
+func (s *stats) fill(res *Result, begin, end snapshot, probe, peers Probe) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	win := end.at.Sub(begin.at).Seconds()
@@ -346,9 +357,20 @@ func (s *stats) fill(res *Result, begin, end snapshot, probe Probe) {
 		res.Machine.Error = err.Error()
 	} else {
 		busy := end.machine.Busy - begin.machine.Busy
+		var peerCPU time.Duration
+		if peers != nil {
+			if err := errors.Join(begin.peersErr, end.peersErr); err != nil {
+				// A peer that vanished mid-window makes the split unknown:
+				// say so rather than count its CPU as the host's noise.
+				res.Machine.Error = "peers: " + err.Error()
+			} else {
+				peerCPU = end.peers.CPU - begin.peers.CPU
+				res.Machine.PeerCores = cores(peerCPU)
+			}
+		}
 		res.Machine.BusyCores = cores(busy)
-		res.Machine.OtherCores = max(0, cores(busy-serverCPU-(end.self-begin.self)))
-		res.Machine.Noisy = res.Machine.OtherCores > NoisyOtherCores
+		res.Machine.OtherCores = max(0, cores(busy-serverCPU-(end.self-begin.self)-peerCPU))
+		res.Machine.Noisy = res.Machine.OtherCores > NoisyOtherCores || res.Machine.Error != ""
 	}
 }
 
