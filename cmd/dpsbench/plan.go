@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,28 +103,136 @@ type (
 // results/name.json and its output to logs/name.log, and records the
 // command for the report.
 func (b *bench) dpsload(ctx context.Context, name string, args ...string) (string, error) {
+	l, err := b.startDpsload(ctx, name, args...)
+	if err != nil {
+		return "", err
+	}
+	if err := l.wait(); err != nil {
+		return "", err
+	}
+	b.rep.commands = append(b.rep.commands, l.line)
+	return l.out, nil
+}
+
+// loadCmd is a started dpsload.
+type loadCmd struct {
+	out, line string
+	cmd       *exec.Cmd
+	log       *os.File
+	done      chan error
+}
+
+func (b *bench) startDpsload(ctx context.Context, name string, args ...string) (*loadCmd, error) {
 	out := filepath.Join(b.work, "results", name+".json")
 	args = append(args, "--out", out)
 	logf, err := os.Create(filepath.Join(b.work, "logs", name+".log"))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer func() { _ = logf.Close() }()
 	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "dpsload"), args...)
 	cmd.Env = append(os.Environ(), "DPSLOAD_ADMIN_TOKEN="+b.token)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 10 * time.Second
-	line := b.shown("dpsload " + shellJoin(args))
+	l := &loadCmd{out: out, line: b.shown("dpsload " + shellJoin(args)), cmd: cmd, log: logf, done: make(chan error, 1)}
 	b.logf("%s", name)
-	if err := cmd.Run(); err != nil {
-		tail, _ := os.ReadFile(logf.Name())
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("%s: %w", l.line, err)
+	}
+	go func() { l.done <- cmd.Wait() }()
+	return l, nil
+}
+
+// wait waits for the dpsload to end; a failure carries its output's tail.
+func (l *loadCmd) wait() error {
+	err := <-l.done
+	l.done <- err // wait may be called again
+	defer func() { _ = l.log.Close() }()
+	if err != nil {
+		tail, _ := os.ReadFile(l.log.Name())
 		if len(tail) > 2000 {
 			tail = tail[len(tail)-2000:]
 		}
-		return "", fmt.Errorf("%s: %w\n%s", line, err, tail)
+		return fmt.Errorf("%s: %w\n%s", l.line, err, tail)
 	}
-	b.rep.commands = append(b.rep.commands, line)
-	return out, nil
+	return nil
+}
+
+// dpsloadTogether runs one dpsload per name at the same time: each
+// prepares on its own (minting, enrolling, --idle-wait), and all begin
+// their measured run at once through dpsload's start gate, so that the
+// host's drift during the window hits every one of them alike. It returns
+// the result files in the order of names.
+func (b *bench) dpsloadTogether(ctx context.Context, names []string, args [][]string) ([]string, error) {
+	gateDir := filepath.Join(b.work, "gates")
+	if err := os.MkdirAll(gateDir, 0o755); err != nil {
+		return nil, err
+	}
+	startFile := filepath.Join(gateDir, names[0]+".start")
+	_ = os.Remove(startFile)
+	var cmds []*loadCmd
+	stopAll := func() {
+		for _, l := range cmds {
+			_ = l.cmd.Process.Kill()
+			_ = l.wait()
+		}
+	}
+	var ready []string
+	for i, name := range names {
+		r := filepath.Join(gateDir, name+".ready")
+		_ = os.Remove(r)
+		ready = append(ready, r)
+		l, err := b.startDpsload(ctx, name, append(slices.Clone(args[i]), "--ready-file", r, "--start-file", startFile)...)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		cmds = append(cmds, l)
+	}
+	// Preparation is bounded by dpsload's own limits (admin timeouts,
+	// --idle-wait); the bound here only catches a wedged process.
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		all := true
+		for _, r := range ready {
+			if _, err := os.Stat(r); err != nil {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
+		for _, l := range cmds {
+			select {
+			case err := <-l.done:
+				l.done <- err
+				stopAll()
+				return nil, fmt.Errorf("%s ended before the start: %w", l.line, errors.Join(err, l.wait()))
+			default:
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			stopAll()
+			return nil, fmt.Errorf("dpsloads %v not ready after 3 minutes", names)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var pids strings.Builder
+	for _, l := range cmds {
+		fmt.Fprintln(&pids, l.cmd.Process.Pid)
+	}
+	if err := os.WriteFile(startFile, []byte(pids.String()), 0o644); err != nil {
+		stopAll()
+		return nil, err
+	}
+	var outs []string
+	var errs []error
+	for _, l := range cmds {
+		errs = append(errs, l.wait())
+		outs = append(outs, l.out)
+		b.rep.commands = append(b.rep.commands, l.line)
+	}
+	return outs, errors.Join(errs...)
 }
 
 // shellJoin joins args for display, quoting the empty ones.
@@ -398,6 +508,12 @@ func (b *bench) fleetRuns(ctx context.Context) error {
 		}
 		pairs = append(pairs, pair{"redis", rs, rl})
 	}
+	// Both brokers of a pair are loaded in the same window (c=8 each, the
+	// same 16 in flight as the other parts) rather than one after the
+	// other: the host's drift, which moves sequential windows by ±10 %
+	// here, then hits both alike and the paired ratio keeps only what the
+	// fleet size costs. The small fleet's generator starts first in odd
+	// rounds, the large one's in even rounds.
 	win := c.fleetWindow.String()
 	for _, p := range pairs {
 		for _, kind := range []string{"group", "individual"} {
@@ -406,23 +522,36 @@ func (b *bench) fleetRuns(ctx context.Context) error {
 				if r%2 == 0 {
 					order = []*broker{p.large, p.small}
 				}
-				for _, br := range order {
+				var names []string
+				var args [][]string
+				for i, br := range order {
+					peer := order[1-i]
 					size := c.smallFleet
 					if br == p.large {
 						size = c.fleet
 					}
-					name := fmt.Sprintf("fleet-%s-%s-%d-r%d", p.store, kind, size, r)
-					args := append(b.targetArgs(br), "-c", "16", "--warmup", "1s", "--duration", win, "--device-prefix", kind+"-")
+					names = append(names, fmt.Sprintf("fleet-%s-%s-%d-r%d", p.store, kind, size, r))
+					a := append(b.targetArgs(br), "-c", fmt.Sprint(c.fleetConc), "--warmup", "1s", "--duration", win, "--device-prefix", kind+"-")
+					// The peer broker's CPU is load on purpose; a shared
+					// redis-server is already in both sides' server CPU.
+					a = append(a, "--peer-pid", fmt.Sprint(peer.p.pid))
 					if kind == "individual" {
-						args = append(args, "--individual")
+						a = append(a, "--individual")
 					}
-					path, err := b.dpsload(ctx, name, args...)
+					args = append(args, a)
+				}
+				paths, err := b.dpsloadTogether(ctx, names, args)
+				if err != nil {
+					return err
+				}
+				for i, br := range order {
+					f, err := readJSON[loadFile](paths[i])
 					if err != nil {
 						return err
 					}
-					f, err := readJSON[loadFile](path)
-					if err != nil {
-						return err
+					size := c.smallFleet
+					if br == p.large {
+						size = c.fleet
 					}
 					b.rep.fleet = append(b.rep.fleet, fleetRun{store: p.store, kind: kind, size: size, round: r, large: br == p.large, file: f})
 				}
