@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // The registration journal.
@@ -132,19 +133,21 @@ func (e *journalEntry) decodePayload(p []byte) error {
 
 // journal is the file. Only the store's writer goroutine uses it.
 type journal struct {
-	f   *os.File
-	off int64 // where the next record goes
-	buf []byte
+	f     *os.File
+	off   int64 // where the next record goes
+	buf   []byte
+	stats *journalCounters
 }
 
 // openJournal opens or creates the journal at path, returns it with the
 // records it holds above applied (in order), and leaves it preallocated.
-func openJournal(path string, applied uint64) (*journal, []*journalEntry, error) {
+// Appends and their fdatasync time are counted in stats.
+func openJournal(path string, applied uint64, stats *journalCounters) (*journal, []*journalEntry, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("journal: %w", err)
 	}
-	j := &journal{f: f}
+	j := &journal{f: f, stats: stats}
 	data, err := io.ReadAll(io.LimitReader(f, journalSize))
 	if err != nil {
 		_ = f.Close()
@@ -232,11 +235,18 @@ func (j *journal) append(entries []*journalEntry) error {
 		return errJournalFull
 	}
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
+		j.stats.appendFailures.Add(1)
 		return fmt.Errorf("journal write: %w", err)
 	}
-	if err := fdatasync(j.f); err != nil {
+	start := time.Now()
+	err := fdatasync(j.f)
+	j.stats.syncNanos.Add(int64(time.Since(start)))
+	if err != nil {
+		j.stats.appendFailures.Add(1)
 		return fmt.Errorf("journal sync: %w", err)
 	}
+	j.stats.appends.Add(1)
+	j.stats.entries.Add(uint64(len(entries)))
 	j.off += int64(len(j.buf))
 	if cap(j.buf) > 1<<20 {
 		j.buf = nil // one large batch should not pin its buffer

@@ -83,6 +83,8 @@ type journalWriter struct {
 	abandoned uint64
 	// abandon skips the final apply on close (tests: a crash).
 	abandon bool
+	// stats counts pending entries, applies and recoveries (JournalStats).
+	stats *journalCounters
 }
 
 // due is the channel that fires when pending has waited long enough; nil
@@ -218,6 +220,7 @@ func (w *journalWriter) accept(entries []*journalEntry, calls []*batchCall) {
 		w.timer.Reset(applyInterval)
 	}
 	w.pending = append(w.pending, entries...)
+	w.stats.pending.Store(int64(len(w.pending)))
 	for _, c := range calls {
 		c.done <- nil
 	}
@@ -270,6 +273,7 @@ func (w *journalWriter) entryFor(rc *regCall, now time.Time, staged map[string]*
 	}
 	if e.encodedSize() > maxJournalRecord {
 		rc.tooLarge = true
+		w.stats.direct.Add(1)
 		return nil, nil
 	}
 	w.seq++
@@ -285,12 +289,17 @@ func (w *journalWriter) apply() error {
 	if len(w.pending) == 0 {
 		return nil
 	}
+	start := time.Now()
 	err := w.db.Update(func(tx *bolt.Tx) error {
 		return w.applyTx(tx, w.pending)
 	})
+	w.stats.applyNanos.Add(int64(time.Since(start)))
 	if err != nil {
+		w.stats.applyFailures.Add(1)
 		return unavailable(fmt.Errorf("applying the registration journal: %w", err))
 	}
+	w.stats.applies.Add(1)
+	w.stats.pending.Store(0)
 	w.ov.mu.Lock()
 	for _, e := range w.pending {
 		if w.ov.regs[string(e.key)] == e {
@@ -371,9 +380,11 @@ func (w *journalWriter) recover(entries []*journalEntry) error {
 		w.seq, w.eventSeq = max(w.seq, e.seq), max(w.eventSeq, e.eventSeq)
 	}
 	w.pending = entries
+	w.stats.pending.Store(int64(len(entries)))
 	if err := w.apply(); err != nil {
 		return err
 	}
+	w.stats.recovered.Add(uint64(len(entries)))
 	w.log.Info("bolt store: recovered journaled registrations", "count", len(entries))
 	return nil
 }

@@ -95,6 +95,8 @@ type Store struct {
 	// overlay holds journaled registrations not yet in bbolt (journal.go);
 	// empty without a journal.
 	overlay *overlay
+	// jstats counts the journal's work for JournalStats.
+	jstats journalCounters
 
 	// groupMu guards the shared ListEnrollmentGroups snapshot. groupGen
 	// counts committed group writes, so that a snapshot built from a read
@@ -239,13 +241,13 @@ func openJournalWriter(db *bolt.DB, path string, s *Store, log *slog.Logger) (*j
 	if err != nil {
 		return nil, err
 	}
-	j, entries, err := openJournal(path, applied)
+	j, entries, err := openJournal(path, applied, &s.jstats)
 	if err != nil {
 		return nil, err
 	}
 	timer := time.NewTimer(applyInterval)
 	timer.Stop()
-	jw := &journalWriter{db: db, j: j, ov: s.overlay, log: log, now: s.now, maxEvents: s.maxEvents, timer: timer}
+	jw := &journalWriter{db: db, j: j, ov: s.overlay, log: log, now: s.now, maxEvents: s.maxEvents, timer: timer, stats: &s.jstats}
 	if err := jw.recover(entries); err != nil {
 		_ = j.close()
 		return nil, fmt.Errorf("recovering the registration journal: %w", err)
