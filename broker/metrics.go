@@ -68,6 +68,15 @@ func newMetrics() *metrics {
 	return m
 }
 
+// meter wraps st for the store_call_seconds histogram and, when st has a
+// registration journal (the embedded store), registers the journal series.
+func (m *metrics) meter(st provisioning.Store) *meteredStore {
+	if js, ok := st.(journalSource); ok && js.JournalStats().Enabled {
+		m.reg.MustRegister(newJournalCollector(js))
+	}
+	return &meteredStore{Store: st, m: m}
+}
+
 func (m *metrics) connAccepted(listener string) {
 	m.connAccepts.WithLabelValues(listener).Inc()
 	m.connOpen.WithLabelValues(listener).Inc()

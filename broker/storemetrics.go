@@ -5,7 +5,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dpsbroker/dpsbroker/provisioning"
+	"github.com/dpsbroker/dpsbroker/provisioning/store/bolt"
 )
 
 // meteredStore times every store call for the store_call_seconds
@@ -198,4 +201,78 @@ func (s *meteredStore) CommitRegistration(ctx context.Context, c *provisioning.R
 	stored, id, err := s.Store.CommitRegistration(ctx, c)
 	s.done("commit_registration", start, err)
 	return stored, id, err
+}
+
+// journalSource is a store with a registration journal: the embedded
+// store. The Redis store has none and gets no journal series.
+type journalSource interface {
+	JournalStats() bolt.JournalStats
+}
+
+// journalCollector exports the embedded store's journal counters, read at
+// scrape time: the store keeps them as atomics, so the commit path pays
+// nothing for the metrics.
+type journalCollector struct {
+	src journalSource
+
+	appends, entries, appendFailures, syncSeconds *prometheus.Desc
+	pending, applies, applyFailures, applySeconds *prometheus.Desc
+	directCommits, recovered                      *prometheus.Desc
+}
+
+func newJournalCollector(src journalSource) *journalCollector {
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("dpsbroker", "journal", name), help, nil, nil)
+	}
+	return &journalCollector{
+		src: src,
+		appends: desc("appends_total",
+			"Registration journal appends: one write and one fdatasync for all the registration commits queued together."),
+		entries: desc("entries_total",
+			"Registrations made durable in the journal and answered; entries_total/appends_total is how many devices shared one fdatasync."),
+		appendFailures: desc("append_failures_total",
+			"Journal writes or fdatasyncs that failed; their devices got an error. Any increase means the data disk is failing or full."),
+		syncSeconds: desc("sync_seconds_total",
+			"Time spent in the journal's fdatasync; rate(sync_seconds_total)/rate(appends_total) is the disk's sync latency, which every registering device waits for."),
+		pending: desc("pending_entries",
+			"Journaled registrations not yet applied to the database. Normally below 256 and back to 0 within a second of quiet; growing without bound means applies are failing (see apply_failures_total)."),
+		applies: desc("applies_total",
+			"Transactions that applied pending journaled registrations to the database (the replay at startup included)."),
+		applyFailures: desc("apply_failures_total",
+			"Journal applies that failed. The registrations stay pending and durable in the journal, and writes other than registrations fail until an apply succeeds: check the data disk."),
+		applySeconds: desc("apply_seconds_total",
+			"Time spent in journal apply transactions, failed ones included; divided by applies_total, the time other writes may wait for an apply."),
+		directCommits: desc("direct_commits_total",
+			"Registration commits too large for the journal, written straight to the database at the full cost of a database transaction each."),
+		recovered: desc("recovered_entries_total",
+			"Registrations replayed from the journal at startup: acknowledged before the previous process stopped without applying them (a crash or kill, not a clean shutdown)."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *journalCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.appends, c.entries, c.appendFailures, c.syncSeconds, c.pending,
+		c.applies, c.applyFailures, c.applySeconds, c.directCommits, c.recovered,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *journalCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.JournalStats()
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	counter(c.appends, float64(st.Appends))
+	counter(c.entries, float64(st.Entries))
+	counter(c.appendFailures, float64(st.AppendFailures))
+	counter(c.syncSeconds, st.SyncTime.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
+	counter(c.applies, float64(st.Applies))
+	counter(c.applyFailures, float64(st.ApplyFailures))
+	counter(c.applySeconds, st.ApplyTime.Seconds())
+	counter(c.directCommits, float64(st.DirectCommits))
+	counter(c.recovered, float64(st.Recovered))
 }
