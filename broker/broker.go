@@ -211,7 +211,7 @@ func (b *Broker) openStore(ctx context.Context) error {
 		st = bs
 		b.log.Info("store: embedded", "path", path)
 	}
-	b.store = &meteredStore{Store: st, m: b.metrics}
+	b.store = b.metrics.meter(st)
 	b.onUndo(func() { _ = st.Close() })
 	return nil
 }
