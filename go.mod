@@ -44,3 +44,5 @@ require (
 )
 
 tool honnef.co/go/tools/cmd/staticcheck
+
+replace github.com/mochi-mqtt/server/v2 => ./broker/third_party/mochi
