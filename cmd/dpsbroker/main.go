@@ -36,6 +36,7 @@ import (
 	"syscall"
 
 	"github.com/dpsbroker/dpsbroker/broker"
+	"github.com/dpsbroker/dpsbroker/cmd/internal/memrelease"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -172,6 +173,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, env func(string
 	if p := b.DevPKI(); p != nil && p.Created {
 		printFirstRun(stderr, b)
 	}
+	// SIGUSR1: collect and return free memory to the OS (deploy/README.md).
+	memrelease.Handle(ctx, logger)
 	if err := b.Run(ctx); err != nil {
 		logger.Error("stopped with an error", "error", err)
 		return exitError

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/baseline"
+	"github.com/dpsbroker/dpsbroker/cmd/internal/memrelease"
 )
 
 // childEnv marks a process started by dpsload as its baseline broker. The
@@ -71,6 +72,9 @@ func serveBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitError
 	}
 	defer func() { _ = srv.Close() }()
+	// SIGUSR1 collects and returns free memory, as dpsbroker does: "dpsload
+	// hold --collect" measures both the same way.
+	memrelease.Handle(ctx, logger)
 	fmt.Fprintf(stdout, "listening %s\n", srv.Addr())
 
 	done := ctx.Done()

@@ -56,6 +56,17 @@ type HoldFile struct {
 	// stack in use (which includes garbage not yet collected).
 	SteadyBytesPerConnection     float64 `json:"steadyRssBytesPerConnection,omitempty"`
 	SteadyHeapBytesPerConnection float64 `json:"steadyHeapStackBytesPerConnection,omitempty"`
+	// Collected and CollectedNone are the last level and the empty server
+	// read again after asking the servers to collect and return free memory
+	// to the OS (--collect: SIGUSR1, which dpsbroker and dpsload's baseline
+	// handle); CollectedBytesPerConnection is the RSS difference per
+	// connection between them. This is how notes/perf-baselines.md
+	// measured plain mochi's ~50 KB: the memory an idle device needs,
+	// without the collector's slack.
+	CollectedNone                        *HoldPoint `json:"collectedNone,omitempty"`
+	Collected                            *HoldPoint `json:"collected,omitempty"`
+	CollectedBytesPerConnection          float64    `json:"collectedRssBytesPerConnection,omitempty"`
+	CollectedHeapStackBytesPerConnection float64    `json:"collectedHeapStackBytesPerConnection,omitempty"`
 	// ConnectRate is connections per second while filling (TLS + CONNECT).
 	ConnectRate float64          `json:"connectRate"`
 	Failed      int64            `json:"failed"`
@@ -84,6 +95,7 @@ type holdOptions struct {
 	dialers    int
 	settle     time.Duration
 	steady     time.Duration
+	collect    bool
 	keepAlive  int
 	mqtt       int
 	curves     string
@@ -106,6 +118,7 @@ func hold(ctx context.Context, args []string, stdout, stderr io.Writer, env func
 	fs.IntVar(&o.dialers, "c", 32, "connections being opened at once")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after reaching a level before reading memory")
 	fs.DurationVar(&o.steady, "steady", 0, "after the last level, hold the connections this much longer and read memory again: the idle steady state (Go collects at least every 2 minutes; 4m sees two cycles)")
+	fs.BoolVar(&o.collect, "collect", false, "also read memory after asking the servers to collect garbage and return it to the OS (SIGUSR1 to every --server-pid; dpsbroker and dpsload serve-baseline handle it), with none and with all connections held")
 	fs.IntVar(&o.keepAlive, "keepalive", 600, "MQTT keep-alive `seconds` sent in CONNECT (no PINGREQ is sent: keep it longer than the run)")
 	fs.IntVar(&o.mqtt, "mqtt", 4, "MQTT protocol `level`: 4 or 5")
 	fs.StringVar(&o.curves, "curves", "hybrid", "TLS 1.3 key exchange offered: hybrid, x25519 or p256")
@@ -272,6 +285,22 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 	if err := sample(0); err != nil {
 		return err
 	}
+	collected := func(conns int) (*HoldPoint, error) {
+		if err := collectServers(ctx, o.serverPIDs); err != nil {
+			return nil, err
+		}
+		p, err := read(conns)
+		if err != nil {
+			return nil, err
+		}
+		show("freed", p)
+		return &p, nil
+	}
+	if o.collect {
+		if res.CollectedNone, err = collected(0); err != nil {
+			return err
+		}
+	}
 	var failed atomic.Int64
 	var fillTime time.Duration
 	next := 0
@@ -327,6 +356,14 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 		res.SteadyBytesPerConnection, res.SteadyHeapBytesPerConnection = perConnection(first, *res.Steady, o.metrics != "")
 	}
 	res.BytesPerConnection, res.HeapBytesPerConnection = perConnection(first, last, o.metrics != "")
+	if o.collect {
+		// Last: a release resets the collector's cycle, which --steady
+		// observes.
+		if res.Collected, err = collected(last.Connections); err != nil {
+			return err
+		}
+		res.CollectedBytesPerConnection, res.CollectedHeapStackBytesPerConnection = perConnection(*res.CollectedNone, *res.Collected, o.metrics != "")
+	}
 	if fillTime > 0 {
 		res.ConnectRate = float64(last.Connections) / fillTime.Seconds()
 	}
@@ -339,6 +376,10 @@ func runHold(ctx context.Context, o *holdOptions, levels []int, args []string, s
 		}
 		fmt.Fprintf(stdout, "hold: steady after %v: %.0f bytes of server RSS per idle connection (%.0f heap+stack), peak rss %.1f MB%s\n",
 			o.steady, res.SteadyBytesPerConnection, res.SteadyHeapBytesPerConnection, float64(res.SteadyPeakRSSBytes)/1e6, gcs)
+	}
+	if res.Collected != nil {
+		fmt.Fprintf(stdout, "hold: after a release: %.0f bytes of server RSS per idle connection (%.0f heap+stack)\n",
+			res.CollectedBytesPerConnection, res.CollectedHeapStackBytesPerConnection)
 	}
 	runtime.KeepAlive(devices)
 	if o.out != "" {
@@ -480,4 +521,44 @@ func perConnection(none, p HoldPoint, withGo bool) (rss, heapStack float64) {
 		heapStack = (float64(p.HeapInuseBytes+p.StackInuseBytes) - float64(none.HeapInuseBytes+none.StackInuseBytes)) / n
 	}
 	return rss, heapStack
+}
+
+// collectWait bounds how long collectServers waits for the servers' RSS to
+// settle after SIGUSR1; collectPoll is how often it reads it.
+const (
+	collectWait = 30 * time.Second
+	collectPoll = 250 * time.Millisecond
+)
+
+// collectServers sends SIGUSR1 to every server process and waits until
+// their summed RSS has stopped falling: the collections and the return of
+// pages to the OS take from milliseconds to a second or two.
+func collectServers(ctx context.Context, pids []int) error {
+	for _, pid := range pids {
+		if err := signalRelease(pid); err != nil {
+			return fmt.Errorf("--collect: pid %d: %w", pid, err)
+		}
+	}
+	deadline := time.Now().Add(collectWait)
+	var prev uint64
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(collectPoll):
+		}
+		s, err := load.PIDProbe(pids).Sample(ctx)
+		if err != nil {
+			return err
+		}
+		// Settled: unchanged within 0.5 % over a poll, after at least a
+		// second.
+		if i >= 4 && float64(s.RSS) >= float64(prev)*0.995 && float64(s.RSS) <= float64(prev)*1.005 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("--collect: server RSS still changing after %v", collectWait)
+		}
+		prev = s.RSS
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/dpsbroker/dpsbroker/broker/brokertest"
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/baseline"
 	"github.com/dpsbroker/dpsbroker/cmd/dpsload/internal/load"
+	"github.com/dpsbroker/dpsbroker/cmd/internal/memrelease"
 	"github.com/dpsbroker/dpsbroker/provisioning/pkitest"
 )
 
@@ -348,6 +350,25 @@ func TestHold(t *testing.T) {
 		if p.RSSBytes == 0 {
 			t.Errorf("no RSS at %d connections", p.Connections)
 		}
+	}
+}
+
+// TestHoldCollect: with --collect the server (this process, which handles
+// SIGUSR1 as dpsbroker does) is asked to release memory with none and with
+// all connections held, and both readings are in the result.
+func TestHoldCollect(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	memrelease.Handle(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, stdout := holdRun(t, brokertest.New(t), "--levels", "4", "--collect")
+	if h.CollectedNone == nil || h.Collected == nil {
+		t.Fatalf("no collected readings: %+v", h)
+	}
+	if h.CollectedNone.Connections != 0 || h.Collected.Connections != 4 || h.Collected.RSSBytes == 0 {
+		t.Errorf("collected readings %+v / %+v", *h.CollectedNone, *h.Collected)
+	}
+	if !strings.Contains(stdout, "after a release") {
+		t.Errorf("summary line missing: %s", stdout)
 	}
 }
 
