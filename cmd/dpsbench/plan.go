@@ -93,6 +93,9 @@ type (
 		} `json:"points"`
 		BytesPerConnection     float64          `json:"rssBytesPerConnection"`
 		HeapBytesPerConnection float64          `json:"heapStackBytesPerConnection"`
+		// After SIGUSR1 (dpsload hold --collect): collected and returned.
+		CollectedBytesPerConnection     float64 `json:"collectedRssBytesPerConnection"`
+		CollectedHeapBytesPerConnection float64 `json:"collectedHeapStackBytesPerConnection"`
 		ConnectRate            float64          `json:"connectRate"`
 		Failed                 int64            `json:"failed"`
 		FailedBy               map[string]int64 `json:"failedBy"`
@@ -401,7 +404,7 @@ func (b *bench) memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	common := []string{"--ca-file", b.pki("root.pem"), "--levels", b.cfg.holdLevels, "--settle", "3s", "-c", "32"}
+	common := []string{"--ca-file", b.pki("root.pem"), "--levels", b.cfg.holdLevels, "--settle", "3s", "-c", "32", "--collect"}
 	path, err := b.dpsload(ctx, "memory-broker", append([]string{"hold", "--broker", hb.mqtt, "--admin", hb.admin,
 		"--server-pid", fmt.Sprint(hb.p.pid), "--metrics", hb.http + "/metrics"}, common...)...)
 	b.stopBroker(hb)
