@@ -144,6 +144,13 @@
 //	    --server-pid $(pgrep -n dpsbroker) --metrics http://127.0.0.1:8080/metrics \
 //	    --levels 1000,2000,5000 --out hold.json
 //
+// With --collect it also reads the server's memory after a release, with
+// none and with all connections held: it sends every --server-pid SIGUSR1,
+// on which dpsbroker and "dpsload serve-baseline" collect garbage until
+// their stacks stop shrinking and return free pages to the OS, and waits
+// for the RSS to settle. That is the memory the idle devices need, without
+// the collector's slack, and how notes/perf-baselines.md measured mochi.
+//
 // Each level needs as many file descriptors on both sides (ulimit -n).
 // cmd/dpsbench runs these, and the comparisons above, as one benchmark plan
 // and writes BENCHMARKS.md.
