@@ -91,14 +91,14 @@ type (
 			StackInuse  uint64 `json:"stackInuseBytes"`
 			Goroutines  uint64 `json:"goroutines"`
 		} `json:"points"`
-		BytesPerConnection     float64          `json:"rssBytesPerConnection"`
-		HeapBytesPerConnection float64          `json:"heapStackBytesPerConnection"`
+		BytesPerConnection     float64 `json:"rssBytesPerConnection"`
+		HeapBytesPerConnection float64 `json:"heapStackBytesPerConnection"`
 		// After SIGUSR1 (dpsload hold --collect): collected and returned.
-		CollectedBytesPerConnection     float64 `json:"collectedRssBytesPerConnection"`
-		CollectedHeapBytesPerConnection float64 `json:"collectedHeapStackBytesPerConnection"`
-		ConnectRate            float64          `json:"connectRate"`
-		Failed                 int64            `json:"failed"`
-		FailedBy               map[string]int64 `json:"failedBy"`
+		CollectedBytesPerConnection     float64          `json:"collectedRssBytesPerConnection"`
+		CollectedHeapBytesPerConnection float64          `json:"collectedHeapStackBytesPerConnection"`
+		ConnectRate                     float64          `json:"connectRate"`
+		Failed                          int64            `json:"failed"`
+		FailedBy                        map[string]int64 `json:"failedBy"`
 	}
 )
 
