@@ -132,12 +132,14 @@ func (c *config) defaults() {
 	// The fleet part judges a 5 % difference: 10 s windows halve the
 	// variance of a 5 s one (whose rate varies by ±5-9 % here).
 	c.fleetWindow = 10 * time.Second
-	// Eight fleet rounds: with two sequential ones, a window's run-to-run
-	// spread (±5-8 % here) decided the 5 % flatness verdict on its own; the
-	// pairs are now simultaneous (fleetRuns), and eight of them cost less
-	// time than six sequential pairs did.
+	// Twelve fleet rounds: with two sequential ones, a window's run-to-run
+	// spread (±5-8 % here) decided the 5 % flatness verdict on its own. The
+	// pairs are now simultaneous (fleetRuns), but one pair's ratio still
+	// spreads ±6 % (how the scheduler shares the cores between the two
+	// brokers); the median of twelve is good to about ±2 %, and twelve
+	// simultaneous pairs take as long as six sequential ones did.
 	c.fleetConc = 8
-	c.holdLevels, c.fleetRounds, c.smallFleet, c.redisFleet, c.idleWait = "1000,2000,5000", 8, 1000, true, "5s"
+	c.holdLevels, c.fleetRounds, c.smallFleet, c.redisFleet, c.idleWait = "1000,2000,5000", 12, 1000, true, "5s"
 	if c.fleet == 0 {
 		c.fleet = 1_000_000
 	}

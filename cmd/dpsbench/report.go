@@ -286,9 +286,9 @@ func (b *bench) writeReport() error {
 			verdict(r.memBroker.CollectedBytesPerConnection > 0 && r.memBroker.CollectedBytesPerConnection <= targetIdleBytes))
 	}
 	for _, fc := range r.fleetCells() {
-		p("| rate with %s enrollments within %.0f %% of the rate with %s, %s store, %s devices | %.0f/s vs %.0f/s: paired ratio %.3f× (%s) | – | %s |",
+		p("| rate with %s enrollments within %.0f %% of the rate with %s, %s store, %s devices | %.0f/s vs %.0f/s in the same windows: paired ratio %.3f× (%s); server CPU per registration %.3f× | the %s broker beside it | %s |",
 			count(fc.large), targetFleetDelta*100, count(fc.small), fc.store, fc.kind, statOf(fc.largeRates).med, statOf(fc.smallRates).med,
-			fc.ratio.med, fc.note, verdict(fc.ratio.med > 0 && abs(fc.ratio.med-1) <= targetFleetDelta))
+			fc.ratio.med, fc.note, fc.cpuRatio.med, count(fc.small), verdict(fc.ratio.med > 0 && abs(fc.ratio.med-1) <= targetFleetDelta))
 	}
 	p("")
 	p("A ratio's range is min–max over the pairs. \"Clean\" pairs are those where neither run was flagged noisy (CPU used by neither side above 0.12 core); when no pair is clean the median over all pairs is shown and says so.")
@@ -401,7 +401,7 @@ func (b *bench) writeReport() error {
 			}
 			p("| %s | %s | %s | %s | %.0f | %.1f | %.0f | %d |", fc.store, fc.kind, count(side.size), strings.Join(per, ", "), statOf(side.rates).med, stats.Median(p99), stats.Median(cpu), noisy)
 		}
-		p("| %s | %s | **%s / %s** | paired ratio %s [%s] | | | | |", fc.store, fc.kind, count(fc.large), count(fc.small), fc.ratio.ratio(), fc.note)
+		p("| %s | %s | **%s / %s** | paired rate ratio %s [%s] | | | paired CPU ratio %s | |", fc.store, fc.kind, count(fc.large), count(fc.small), fc.ratio.ratio(), fc.note, fc.cpuRatio.ratio())
 	}
 	p("")
 	if len(r.seeds) > 0 {
@@ -506,6 +506,7 @@ type fleetCell struct {
 	smallRates, largeRates []float64
 	ratio                  stat
 	note                   string
+	cpuRatio               stat // paired server µs/op, large / small
 }
 
 // fleetCells pairs the runs of the small and large fleets within each
@@ -548,7 +549,7 @@ func (r *report) fleetCells() []*fleetCell {
 		rounds[k][large] = run
 	}
 	for _, c := range cells {
-		var all, clean []float64
+		var all, clean, cpuAll, cpuClean []float64
 		for k, m := range rounds {
 			if k.store != c.store || k.kind != c.kind {
 				continue
@@ -558,12 +559,20 @@ func (r *report) fleetCells() []*fleetCell {
 			if !okS || !okL || s.Rate == 0 {
 				continue
 			}
+			isClean := !s.Machine.Noisy && !l.Machine.Noisy
 			all = append(all, l.Rate/s.Rate)
-			if !s.Machine.Noisy && !l.Machine.Noisy {
+			if isClean {
 				clean = append(clean, l.Rate/s.Rate)
+			}
+			if s.Server != nil && l.Server != nil && s.Server.PerOpUs > 0 {
+				cpuAll = append(cpuAll, l.Server.PerOpUs/s.Server.PerOpUs)
+				if isClean {
+					cpuClean = append(cpuClean, l.Server.PerOpUs/s.Server.PerOpUs)
+				}
 			}
 		}
 		c.ratio, c.note = best(clean, all)
+		c.cpuRatio, _ = best(cpuClean, cpuAll)
 	}
 	return cells
 }
