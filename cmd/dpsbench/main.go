@@ -17,12 +17,14 @@
 //     path on, group devices.
 //  2. Latency at half the highest measured rate, open loop: the fast path,
 //     the 202 + poll path (polling at once) and the baseline.
-//  3. Memory of idle, connected devices: dpsload hold at growing counts,
-//     against a fresh broker and against the baseline.
-//  4. Fleet size: a store seeded with 1k and one with 1M extra individual
-//     enrollments (seeded straight into the store, see seed.go), measured
-//     alternately with group devices (a negative individual lookup) and
-//     individually enrolled devices (a positive one), on both stores.
+//  3. Memory of idle, connected devices: dpsload hold --collect at growing
+//     counts, against a fresh broker and against the baseline; read 3 s
+//     after each step and after a release (SIGUSR1: collect, return pages).
+//  4. Fleet size: a broker whose store is seeded with 1k and one with 1M
+//     extra individual enrollments (seeded straight into the store, see
+//     seed.go), loaded in the same windows by two gated dpsloads, with
+//     group devices (a negative individual lookup) and individually
+//     enrolled devices (a positive one), on both stores.
 //
 // Noise defences follow notes/perf-baselines.md: interleaved rounds, a wait
 // for a quiet machine before every run (dpsload --idle-wait), runs flagged
