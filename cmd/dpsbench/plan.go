@@ -83,6 +83,11 @@ type (
 		CleanRateMedian      float64   `json:"cleanPairedRateRatioMedian"`
 		CleanServerCPUMedian float64   `json:"cleanPairedServerCpuRatioMedian"`
 	}
+	// collectedPoint is a hold reading taken after a release.
+	collectedPoint struct {
+		Connections int    `json:"connections"`
+		RSSBytes    uint64 `json:"rssBytes"`
+	}
 	holdFile struct {
 		Points []struct {
 			Connections int    `json:"connections"`
@@ -94,6 +99,8 @@ type (
 		BytesPerConnection     float64 `json:"rssBytesPerConnection"`
 		HeapBytesPerConnection float64 `json:"heapStackBytesPerConnection"`
 		// After SIGUSR1 (dpsload hold --collect): collected and returned.
+		CollectedNone                   *collectedPoint  `json:"collectedNone"`
+		Collected                       *collectedPoint  `json:"collected"`
 		CollectedBytesPerConnection     float64          `json:"collectedRssBytesPerConnection"`
 		CollectedHeapBytesPerConnection float64          `json:"collectedHeapStackBytesPerConnection"`
 		ConnectRate                     float64          `json:"connectRate"`

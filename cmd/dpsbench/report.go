@@ -735,10 +735,30 @@ func plotMemory(broker, baseline *holdFile, path string) error {
 		for _, pt := range h.f.Points {
 			xy = append(xy, plotter.XY{X: float64(pt.Connections), Y: float64(pt.RSSBytes) / 1e6})
 		}
-		name := fmt.Sprintf("%s: %.1f KB/conn", h.name, h.f.BytesPerConnection/1024)
+		name := fmt.Sprintf("%s, 3 s after: %.1f KB/conn", h.name, h.f.BytesPerConnection/1024)
 		if err := addLine(p, name, xy, palette[i], i == 0, true); err != nil {
 			return err
 		}
+		if h.f.CollectedNone == nil || h.f.Collected == nil {
+			continue
+		}
+		// The readings after a release: two points, dotted.
+		rel := plotter.XYs{
+			{X: float64(h.f.CollectedNone.Connections), Y: float64(h.f.CollectedNone.RSSBytes) / 1e6},
+			{X: float64(h.f.Collected.Connections), Y: float64(h.f.Collected.RSSBytes) / 1e6},
+		}
+		l, err := plotter.NewLine(rel)
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width, l.Dashes = palette[i], vg.Points(1), []vg.Length{vg.Points(1), vg.Points(2)}
+		sc, err := plotter.NewScatter(rel)
+		if err != nil {
+			return err
+		}
+		sc.Color, sc.Shape, sc.Radius = palette[i], draw.BoxGlyph{}, vg.Points(2.5)
+		p.Add(l, sc)
+		p.Legend.Add(fmt.Sprintf("%s, after a release: %.1f KB/conn", h.name, h.f.CollectedBytesPerConnection/1024), l, sc)
 	}
 	return savePlot(p, path, true, true)
 }

@@ -77,6 +77,8 @@ func TestWriteReport(t *testing.T) {
 		StackInuse  uint64 `json:"stackInuseBytes"`
 		Goroutines  uint64 `json:"goroutines"`
 	}{1000, 80e6, 40e6, 20e6, 2016})
+	h.CollectedNone, h.Collected = &collectedPoint{0, 15e6}, &collectedPoint{1000, 50e6}
+	h.CollectedBytesPerConnection = 35e3
 	r.memBroker, r.memBaseline = h, h
 	for _, kind := range []string{"group", "individual"} {
 		for round := 1; round <= 2; round++ {
