@@ -92,7 +92,10 @@ func (cl *Clients) Delete(id string) {
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
 	defer cl.RUnlock()
-	clients := make([]*Client, 0, cl.Len())
+	// len, not cl.Len(): a second RLock while holding one deadlocks as
+	// soon as a writer (Delete of a client that is disconnecting) queues
+	// between the two, which stopped Server.Close for good.
+	clients := make([]*Client, 0, len(cl.internal))
 	for _, client := range cl.internal {
 		if client.Net.Listener == id && !client.Closed() {
 			clients = append(clients, client)
