@@ -296,7 +296,7 @@ func loadRun(ctx context.Context, o *options, args []string, stdout, stderr io.W
 				return err
 			}
 			if peers := append(slices.Clone([]int(o.peerPIDs)), gated...); len(peers) > 0 {
-				cfg.Peers = load.PIDProbe(peers)
+				cfg.Peers = load.NewPeerProbe(peers)
 			}
 		}
 		res, err := load.Run(ctx, *cfg)

@@ -66,7 +66,9 @@ type Config struct {
 	Server Probe
 	// Peers samples processes loaded on purpose in the same window (another
 	// load generator and its server), whose CPU is then neither the
-	// server's nor counted as the host's noise (nil: none).
+	// server's nor counted as the host's noise (nil: none). Use a
+	// PeerProbe, which tolerates a peer that exits first; it is sampled
+	// every peerRefresh during the window.
 	Peers Probe
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
@@ -171,6 +173,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case <-ctx.Done():
 	}
 	begin := takeSnapshot(ctx, cfg.Server, cfg.Peers)
+	peersDone := make(chan struct{})
+	if cfg.Peers != nil {
+		// Keep the peers' readings fresh: a peer whose window ends a few
+		// milliseconds before this one's may exit before the last snapshot
+		// (PeerProbe then counts its last reading).
+		go func() {
+			t := time.NewTicker(peerRefresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					_, _ = cfg.Peers.Sample(ctx)
+				case <-peersDone:
+					return
+				}
+			}
+		}()
+	}
 	var endTimer <-chan time.Time
 	if !deadline.IsZero() {
 		endTimer = time.After(time.Until(deadline))
@@ -180,6 +200,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case <-allDone:
 	case <-ctx.Done():
 	}
+	close(peersDone)
 	end := takeSnapshot(ctx, cfg.Server, cfg.Peers)
 	stopNow()
 	cancelOps()

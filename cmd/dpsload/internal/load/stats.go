@@ -46,6 +46,44 @@ func (p PIDProbe) Sample(context.Context) (sysstat.ProcSample, error) {
 // Source implements Probe.
 func (p PIDProbe) Source() string { return fmt.Sprintf("/proc pids %v", []int(p)) }
 
+// peerRefresh is how often Config.Peers is read during the window.
+const peerRefresh = 200 * time.Millisecond
+
+// PeerProbe sums the CPU of processes loaded alongside on purpose (another
+// generator and its broker). Peers started together end together, but one
+// may exit a few milliseconds before the other takes its last reading: an
+// exited peer counts with the CPU of its last reading (at most peerRefresh
+// old) instead of failing the measurement. A peer never read is an error.
+type PeerProbe struct {
+	pids []int
+	mu   sync.Mutex
+	last map[int]time.Duration
+}
+
+// NewPeerProbe returns a probe of pids.
+func NewPeerProbe(pids []int) *PeerProbe {
+	return &PeerProbe{pids: pids, last: make(map[int]time.Duration, len(pids))}
+}
+
+// Sample implements Probe (CPU only).
+func (p *PeerProbe) Sample(context.Context) (sysstat.ProcSample, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s sysstat.ProcSample
+	for _, pid := range p.pids {
+		if x, err := sysstat.ReadProc(pid); err == nil {
+			p.last[pid] = x.CPU
+		} else if _, seen := p.last[pid]; !seen {
+			return s, fmt.Errorf("peer pid %d: %w", pid, err)
+		}
+		s.CPU += p.last[pid]
+	}
+	return s, nil
+}
+
+// Source implements Probe.
+func (p *PeerProbe) Source() string { return fmt.Sprintf("/proc peer pids %v", p.pids) }
+
 // MetricsProbe sums process_cpu_seconds_total and
 // process_resident_memory_bytes over Prometheus endpoints.
 type MetricsProbe struct {
