@@ -124,12 +124,14 @@ func (b *bench) dpsload(ctx context.Context, name string, args ...string) (strin
 	return l.out, nil
 }
 
-// loadCmd is a started dpsload.
+// loadCmd is a started dpsload. exited is closed once it has ended, err
+// and the log file closed.
 type loadCmd struct {
 	out, line string
 	cmd       *exec.Cmd
 	log       *os.File
-	done      chan error
+	exited    chan struct{}
+	err       error
 }
 
 func (b *bench) startDpsload(ctx context.Context, name string, args ...string) (*loadCmd, error) {
@@ -143,27 +145,30 @@ func (b *bench) startDpsload(ctx context.Context, name string, args ...string) (
 	cmd.Env = append(os.Environ(), "DPSLOAD_ADMIN_TOKEN="+b.token)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 10 * time.Second
-	l := &loadCmd{out: out, line: b.shown("dpsload " + shellJoin(args)), cmd: cmd, log: logf, done: make(chan error, 1)}
+	l := &loadCmd{out: out, line: b.shown("dpsload " + shellJoin(args)), cmd: cmd, log: logf, exited: make(chan struct{})}
 	b.logf("%s", name)
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		return nil, fmt.Errorf("%s: %w", l.line, err)
 	}
-	go func() { l.done <- cmd.Wait() }()
+	go func() {
+		l.err = cmd.Wait()
+		_ = logf.Close()
+		close(l.exited)
+	}()
 	return l, nil
 }
 
 // wait waits for the dpsload to end; a failure carries its output's tail.
+// It may be called again.
 func (l *loadCmd) wait() error {
-	err := <-l.done
-	l.done <- err // wait may be called again
-	defer func() { _ = l.log.Close() }()
-	if err != nil {
+	<-l.exited
+	if l.err != nil {
 		tail, _ := os.ReadFile(l.log.Name())
 		if len(tail) > 2000 {
 			tail = tail[len(tail)-2000:]
 		}
-		return fmt.Errorf("%s: %w\n%s", l.line, err, tail)
+		return fmt.Errorf("%s: %w\n%s", l.line, l.err, tail)
 	}
 	return nil
 }
@@ -214,10 +219,13 @@ func (b *bench) dpsloadTogether(ctx context.Context, names []string, args [][]st
 		}
 		for _, l := range cmds {
 			select {
-			case err := <-l.done:
-				l.done <- err
+			case <-l.exited:
+				err := l.wait() // the command, its status and its output's tail
+				if err == nil {
+					err = fmt.Errorf("%s: exited without running", l.line)
+				}
 				stopAll()
-				return nil, fmt.Errorf("%s ended before the start: %w", l.line, errors.Join(err, l.wait()))
+				return nil, fmt.Errorf("a dpsload ended before the start: %w", err)
 			default:
 			}
 		}
@@ -522,25 +530,22 @@ func (b *bench) fleetRuns(ctx context.Context) error {
 	// same 16 in flight as the other parts) rather than one after the
 	// other: the host's drift, which moves sequential windows by ±10 %
 	// here, then hits both alike and the paired ratio keeps only what the
-	// fleet size costs. The small fleet's generator starts first in odd
-	// rounds, the large one's in even rounds.
+	// fleet size costs. The start gate starts both at once, so the order
+	// they are launched in does not matter.
 	win := c.fleetWindow.String()
 	for _, p := range pairs {
+		sides := []struct {
+			br, peer *broker
+			size     int
+			large    bool
+		}{{p.small, p.large, c.smallFleet, false}, {p.large, p.small, c.fleet, true}}
 		for _, kind := range []string{"group", "individual"} {
 			for r := 1; r <= c.fleetRounds; r++ {
-				order := []*broker{p.small, p.large}
-				if r%2 == 0 {
-					order = []*broker{p.large, p.small}
-				}
 				var names []string
 				var args [][]string
-				for i, br := range order {
-					peer := order[1-i]
-					size := c.smallFleet
-					if br == p.large {
-						size = c.fleet
-					}
-					names = append(names, fmt.Sprintf("fleet-%s-%s-%d-r%d", p.store, kind, size, r))
+				for _, sd := range sides {
+					br, peer := sd.br, sd.peer
+					names = append(names, fmt.Sprintf("fleet-%s-%s-%d-r%d", p.store, kind, sd.size, r))
 					a := append(b.targetArgs(br), "-c", fmt.Sprint(c.fleetConc), "--warmup", "1s", "--duration", win, "--device-prefix", kind+"-")
 					// The peer broker's CPU is load on purpose; a shared
 					// redis-server is already in both sides' server CPU.
@@ -554,16 +559,12 @@ func (b *bench) fleetRuns(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				for i, br := range order {
+				for i, sd := range sides {
 					f, err := readJSON[loadFile](paths[i])
 					if err != nil {
 						return err
 					}
-					size := c.smallFleet
-					if br == p.large {
-						size = c.fleet
-					}
-					b.rep.fleet = append(b.rep.fleet, fleetRun{store: p.store, kind: kind, size: size, round: r, large: br == p.large, file: f})
+					b.rep.fleet = append(b.rep.fleet, fleetRun{store: p.store, kind: kind, size: sd.size, round: r, large: sd.large, file: f})
 				}
 			}
 		}

@@ -398,8 +398,9 @@ func (s *stats) fill(res *Result, begin, end snapshot, probe, peers Probe) {
 		var peerCPU time.Duration
 		if peers != nil {
 			if err := errors.Join(begin.peersErr, end.peersErr); err != nil {
-				// A peer that vanished mid-window makes the split unknown:
-				// say so rather than count its CPU as the host's noise.
+				// A peer that could not be read (gone before the window
+				// began) makes the split unknown: say so rather than count
+				// its CPU as the host's noise.
 				res.Machine.Error = "peers: " + err.Error()
 			} else {
 				peerCPU = end.peers.CPU - begin.peers.CPU
